@@ -1,0 +1,3 @@
+from llmlabel.cli import main
+
+main()

@@ -1,0 +1,65 @@
+"""Projects in the store: registered from a project file, every config version kept by hash."""
+
+from __future__ import annotations
+
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session, select
+
+from llmlabel.config import ProjectConfig, parse_config
+from llmlabel.errors import NotFoundError
+from llmlabel.store.tables import Project, ProjectConfigVersion, Voter
+
+
+def sync_project(session: Session, *, config: ProjectConfig) -> Project:
+    """Create the project or move it to this config version; old versions stay for provenance."""
+    digest = config.content_hash()
+    project = session.exec(select(Project).where(Project.name == config.name)).first()
+    if project is None:
+        project = Project(name=config.name, config_hash=digest)
+        session.add(project)
+        try:
+            session.flush()
+        except IntegrityError:  # another process registered it first
+            session.rollback()
+            project = session.exec(select(Project).where(Project.name == config.name)).one()
+    if not _has_version(session, project.id, digest):
+        session.add(ProjectConfigVersion(project_id=project.id, hash=digest, body=config.model_dump(mode="json")))
+    if project.config_hash != digest:
+        project.config_hash = digest
+        session.add(project)
+    session.flush()
+    return project
+
+
+def _has_version(session: Session, project_id: int | None, digest: str) -> bool:
+    stmt = select(ProjectConfigVersion.id).where(
+        ProjectConfigVersion.project_id == project_id, ProjectConfigVersion.hash == digest
+    )
+    return session.exec(stmt).first() is not None
+
+
+def get_project(session: Session, *, name: str) -> Project:
+    project = session.exec(select(Project).where(Project.name == name)).first()
+    if project is None:
+        raise NotFoundError(f"no project named {name!r}; register it by importing items with its project file")
+    return project
+
+
+def project_config(session: Session, *, project: Project) -> ProjectConfig:
+    """The config the project currently runs with, as stored (the API has no project file)."""
+    version = session.exec(
+        select(ProjectConfigVersion).where(
+            ProjectConfigVersion.project_id == project.id,
+            ProjectConfigVersion.hash == project.config_hash,
+        )
+    ).one()
+    return parse_config(version.body, f"stored config {project.name}@{project.config_hash}")
+
+
+def get_or_create_voter(session: Session, *, project_id: int, name: str, kind: str) -> Voter:
+    voter = session.exec(select(Voter).where(Voter.project_id == project_id, Voter.name == name)).first()
+    if voter is None:
+        voter = Voter(project_id=project_id, name=name, kind=kind)
+        session.add(voter)
+        session.flush()
+    return voter

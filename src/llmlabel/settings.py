@@ -1,0 +1,13 @@
+"""Process settings from ``LLMLABEL_*`` environment variables, built at the entry points and
+passed down; no module builds them at import time."""
+
+from __future__ import annotations
+
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="LLMLABEL_", extra="ignore")
+
+    database_url: str | None = None
+    """SQLite file or PostgreSQL URL; default: ``llmlabel.db`` beside the project file."""
