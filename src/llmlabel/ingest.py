@@ -98,6 +98,8 @@ def _external_id(row: dict[str, Any], id_field: str) -> str:
     text = str(value).strip()
     if not text:
         raise InputError(f"id field {id_field!r} is empty")
+    if "\x00" in text:
+        raise InputError(f"id {text!r} contains a NUL character")
     if len(text) > 256:
         raise InputError(f"id {text[:40]!r}… is longer than 256 characters")
     return text

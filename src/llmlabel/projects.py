@@ -56,10 +56,16 @@ def project_config(session: Session, *, project: Project) -> ProjectConfig:
     return parse_config(version.body, f"stored config {project.name}@{project.config_hash}")
 
 
-def get_or_create_voter(session: Session, *, project_id: int, name: str, kind: str) -> Voter:
-    voter = session.exec(select(Voter).where(Voter.project_id == project_id, Voter.name == name)).first()
+def get_or_create_voter(
+    session: Session, *, project_id: int, name: str, kind: str, status: str = "active"
+) -> Voter:
+    query = select(Voter).where(Voter.project_id == project_id, Voter.name == name)
+    voter = session.exec(query).first()
     if voter is None:
-        voter = Voter(project_id=project_id, name=name, kind=kind)
-        session.add(voter)
-        session.flush()
+        voter = Voter(project_id=project_id, name=name, kind=kind, status=status)
+        try:
+            with session.begin_nested():  # another request may be creating the same voter
+                session.add(voter)
+        except IntegrityError:
+            voter = session.exec(query).one()
     return voter

@@ -63,14 +63,32 @@ def _read_jsonl(path: Path) -> Iterator[Row]:
             if not text:
                 continue
             try:
-                row = json.loads(text)
+                row = json.loads(text, parse_constant=_reject_constant)
             except json.JSONDecodeError as exc:
                 yield line_no, RowProblem(where, line_no, f"not valid JSON: {exc.msg} at column {exc.colno}")
+                continue
+            except ValueError as exc:
+                yield line_no, RowProblem(where, line_no, f"not valid JSON: {exc}")
+                continue
+            if ("\\ud" in text or "\\uD" in text) and _has_lone_surrogate(row):
+                yield line_no, RowProblem(where, line_no, "a \\uXXXX escape is half a surrogate pair (not valid Unicode)")
                 continue
             if not isinstance(row, dict):
                 yield line_no, RowProblem(where, line_no, f"expected a JSON object, got {type(row).__name__}")
                 continue
             yield line_no, row
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number (use null)")
+
+
+def _has_lone_surrogate(row: dict[str, Any]) -> bool:
+    try:
+        json.dumps(row, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
 
 
 def _decoded_lines(fh: Any, bad_lines: set[int]) -> Iterator[str]:

@@ -63,7 +63,9 @@ class Item(SQLModel, table=True):
     content_hash: str = Field(max_length=32)
     status: str = Field(default="open", max_length=16)  # open | final | escalated
     vote_count: int = 0
-    next_kind: str | None = Field(default=None, max_length=16)
+    votes_needed: int = 1  # more human votes wanted now; caps concurrent human leases
+    next_kind: str | None = Field(default=None, max_length=16)  # voter kind the engine asks next
+    conflict_kind: str | None = Field(default=None, max_length=16)  # who disagrees, when escalated
     final_label: Any = _json()
     confidence: float | None = None
     decided_by: str | None = Field(default=None, max_length=16)  # consensus | adjudication | auto
@@ -96,7 +98,7 @@ class Voter(SQLModel, table=True):
     project_id: int = Field(foreign_key="projects.id", index=True)
     name: str = Field(max_length=128)
     kind: str = Field(max_length=16)  # human | expert | llm | model
-    status: str = Field(default="active", max_length=16)  # active | gated
+    status: str = Field(default="active", max_length=16)  # qualifying | active | gated
     created_at: datetime = Field(default_factory=utcnow)
 
 
@@ -138,6 +140,7 @@ class Lease(SQLModel, table=True):
     voter_id: int = Field(foreign_key="voters.id", index=True)
     token: str = Field(unique=True, max_length=64)
     state: str = Field(default="active", max_length=16)  # active | done | expired
+    is_human: bool = False
     is_gold: bool = False
     created_at: datetime = Field(default_factory=utcnow)
     expires_at: datetime
@@ -193,3 +196,79 @@ class Alert(SQLModel, table=True):
     message: str
     created_at: datetime = Field(default_factory=utcnow)
     acknowledged_at: datetime | None = None
+
+
+class Account(SQLModel, table=True):
+    """Someone (or some script) with API tokens: an admin, a reviewer or an annotator."""
+
+    __tablename__ = "accounts"
+
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(unique=True, max_length=128)
+    role: str = Field(max_length=16)  # admin | reviewer | annotator
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class Membership(SQLModel, table=True):
+    __tablename__ = "memberships"
+    __table_args__ = (UniqueConstraint("account_id", "project_id"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    account_id: int = Field(foreign_key="accounts.id", index=True)
+    project_id: int = Field(foreign_key="projects.id", index=True)
+
+
+class ApiToken(SQLModel, table=True):
+    """Only a hash is kept: the token itself is shown once, when it is created."""
+
+    __tablename__ = "api_tokens"
+
+    id: int | None = Field(default=None, primary_key=True)
+    account_id: int = Field(foreign_key="accounts.id", index=True)
+    token_hash: str = Field(unique=True, max_length=64)
+    prefix: str = Field(max_length=12)
+    created_at: datetime = Field(default_factory=utcnow)
+    revoked_at: datetime | None = None
+
+
+class IdempotencyRecord(SQLModel, table=True):
+    """The first answer to a request carrying an Idempotency-Key, replayed for any repeat."""
+
+    __tablename__ = "idempotency"
+    __table_args__ = (UniqueConstraint("account_id", "key"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    account_id: int = Field(foreign_key="accounts.id")
+    key: str = Field(max_length=128)
+    request_hash: str = Field(max_length=64)
+    status_code: int
+    response: Any = _json(nullable=False)
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class Batch(SQLModel, table=True):
+    """Items posted by a client (a model in training) that wants each label called back."""
+
+    __tablename__ = "batches"
+
+    id: int | None = Field(default=None, primary_key=True)
+    project_id: int = Field(foreign_key="projects.id", index=True)
+    account_id: int = Field(foreign_key="accounts.id")
+    callback_url: str | None = Field(default=None, max_length=2048)
+    secret: str = Field(max_length=128)
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class BatchItem(SQLModel, table=True):
+    __tablename__ = "batch_items"
+    __table_args__ = (UniqueConstraint("batch_id", "item_id"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    batch_id: int = Field(foreign_key="batches.id", index=True)
+    item_id: int = Field(foreign_key="items.id", index=True)
+    deadline: datetime | None = None
+    delivered_at: datetime | None = None
+    attempts: int = 0
+    next_attempt_at: datetime | None = None
+    last_error: str | None = None
+    payload: Any = _json()

@@ -1,0 +1,108 @@
+"""Accounts, API tokens and who may touch which project.
+
+Tokens are random, shown once, and stored only as a SHA-256 hash: a leaked database does not
+leak working tokens. Admins see every project; reviewers and annotators only the projects
+they are members of, and a project they are not in answers 404 (not 403), so its existence
+is not disclosed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from dataclasses import dataclass
+
+from sqlmodel import Session, select
+
+from llmlabel.errors import ConflictError, InputError, NotFoundError, PermissionDeniedError
+from llmlabel.projects import get_or_create_voter
+from llmlabel.store.tables import Account, ApiToken, Membership, Project, Voter, utcnow
+
+ROLES = ("admin", "reviewer", "annotator")
+TOKEN_PREFIX = "llml_"
+
+
+@dataclass(frozen=True)
+class Principal:
+    account_id: int
+    name: str
+    role: str
+    project_ids: frozenset[int]
+
+    def can_see(self, project_id: int) -> bool:
+        return self.role == "admin" or project_id in self.project_ids
+
+
+def hash_token(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def create_token(
+    session: Session, *, name: str, role: str, projects: list[Project] | None = None
+) -> str:
+    """Create (or reuse) the account and return a new token for it; the only time it is visible."""
+    if role not in ROLES:
+        raise InputError(f"role {role!r} is not one of: {', '.join(ROLES)}")
+    if not name or len(name) > 128:
+        raise InputError("an account name must have 1 to 128 characters")
+    account = session.exec(select(Account).where(Account.name == name)).first()
+    if account is None:
+        account = Account(name=name, role=role)
+        session.add(account)
+        session.flush()
+    elif account.role != role:
+        raise ConflictError(f"account {name!r} exists with role {account.role!r}, not {role!r}")
+    for project in projects or []:
+        known = session.exec(
+            select(Membership).where(Membership.account_id == account.id, Membership.project_id == project.id)
+        ).first()
+        if known is None:
+            session.add(Membership(account_id=account.id, project_id=project.id))  # type: ignore[arg-type]
+    token = TOKEN_PREFIX + secrets.token_urlsafe(32)
+    session.add(ApiToken(account_id=account.id, token_hash=hash_token(token), prefix=token[:12]))  # type: ignore[arg-type]
+    session.flush()
+    return token
+
+
+def authenticate(session: Session, *, token: str) -> Principal:
+    row = session.exec(
+        select(ApiToken, Account)
+        .join(Account, Account.id == ApiToken.account_id)  # type: ignore[arg-type]
+        .where(ApiToken.token_hash == hash_token(token), ApiToken.revoked_at.is_(None))  # type: ignore[union-attr]
+    ).first()
+    if row is None:
+        raise PermissionDeniedError("the API token is unknown or revoked")
+    _, account = row
+    projects = session.exec(select(Membership.project_id).where(Membership.account_id == account.id)).all()
+    return Principal(account.id, account.name, account.role, frozenset(projects))  # type: ignore[arg-type]
+
+
+def revoke_tokens(session: Session, *, name: str) -> int:
+    account = session.exec(select(Account).where(Account.name == name)).first()
+    if account is None:
+        raise NotFoundError(f"no account named {name!r}")
+    tokens = session.exec(select(ApiToken).where(ApiToken.account_id == account.id, ApiToken.revoked_at.is_(None))).all()  # type: ignore[union-attr]
+    for t in tokens:
+        t.revoked_at = utcnow()
+        session.add(t)
+    return len(tokens)
+
+
+def visible_project(session: Session, *, principal: Principal, name: str, roles: tuple[str, ...]) -> Project:
+    """The project, if the principal may see it and has one of ``roles``; 404 for outsiders."""
+    project = session.exec(select(Project).where(Project.name == name)).first()
+    if project is None or not principal.can_see(project.id):  # type: ignore[arg-type]
+        raise NotFoundError(f"no project named {name!r}")
+    if principal.role not in roles:
+        raise PermissionDeniedError(
+            f"this needs the role {' or '.join(roles)}; your token's account {principal.name!r} is {principal.role}"
+        )
+    return project
+
+
+def voter_for(session: Session, *, principal: Principal, project: Project, qualify: bool) -> Voter:
+    """Annotators vote as humans, starting in qualification when the project asks for it;
+    reviewers' votes count as expert evidence."""
+    kind = "expert" if principal.role in ("reviewer", "admin") else "human"
+    status = "qualifying" if qualify and kind == "human" else "active"
+    return get_or_create_voter(session, project_id=project.id, name=principal.name, kind=kind, status=status)  # type: ignore[arg-type]

@@ -1,0 +1,1 @@
+"""The quality loop: gold tasks, annotator gating, benchmark mining, agreement, alerts."""

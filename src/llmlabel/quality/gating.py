@@ -1,0 +1,91 @@
+"""Annotators are gated by measured quality on hidden gold, not by trust.
+
+Accuracy is judged by its lower confidence bound (Wilson, one-sided 95%), so a new annotator
+with 3 of 3 right is not yet "excellent" and one with 40 of 60 right is not rescued by luck.
+The gold rate rises for an annotator whose recent gold accuracy dips, so a slipping
+annotator is measured more often before the bound crosses the bar.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from sqlmodel import Session, select
+
+from llmlabel.config import Policy
+from llmlabel.schema import canonical_json
+from llmlabel.store.tables import Gold, Vote
+
+RECENT = 10
+
+
+@dataclass(frozen=True)
+class GoldRecord:
+    correct: int
+    total: int
+    recent: tuple[bool, ...]  # newest last
+
+    @property
+    def lower_bound(self) -> float:
+        return wilson_lower_bound(self.correct, self.total)
+
+
+def wilson_lower_bound(correct: int, total: int, z: float = 1.645) -> float:
+    if total == 0:
+        return 0.0
+    p = correct / total
+    denom = 1 + z * z / total
+    centre = p + z * z / (2 * total)
+    margin = z * math.sqrt(p * (1 - p) / total + z * z / (4 * total * total))
+    return max(0.0, (centre - margin) / denom)
+
+
+def gold_record(session: Session, *, voter_id: int) -> GoldRecord:
+    rows = session.exec(
+        select(Vote.label, Gold.label)
+        .join(Gold, Gold.item_id == Vote.item_id)  # type: ignore[arg-type]
+        .where(Vote.voter_id == voter_id, Vote.label.is_not(None))  # type: ignore[union-attr]
+        .order_by(Vote.id)  # type: ignore[arg-type]
+    ).all()
+    outcomes = [canonical_json(v) == canonical_json(g) for v, g in rows]
+    return GoldRecord(sum(outcomes), len(outcomes), tuple(outcomes[-RECENT:]))
+
+
+def gold_rate(record: GoldRecord, policy: Policy) -> float:
+    """Base rate, doubled (up to 0.5) while the recent gold accuracy is under the bar."""
+    if len(record.recent) >= 3 and sum(record.recent) / len(record.recent) < policy.quality_bar:
+        return min(0.5, max(2 * policy.gold_rate, 0.2))
+    return policy.gold_rate
+
+
+def next_status(status: str, record: GoldRecord, policy: Policy) -> str:
+    """Where a human voter stands after its latest gold answer.
+
+    Qualification is a sequential test on gold only: at least ``qualification_tasks``
+    answers, passed once the lower bound clears the bar, failed once even the upper bound
+    is under it (or after long enough without clearing it). A qualified
+    annotator is gated as soon as the lower bound over all its gold falls under the bar.
+    """
+    bar = policy.quality_bar
+    if status == "qualifying":
+        if record.total < policy.qualification_tasks:
+            return "qualifying"
+        if record.lower_bound >= bar:
+            return "active"
+        upper = 1 - wilson_lower_bound(record.total - record.correct, record.total)
+        if upper < bar or record.total >= max(4 * policy.qualification_tasks, 2 * min_evidence(bar)):
+            return "gated"
+        return "qualifying"
+    if status == "active" and record.total >= min_evidence(bar) and record.lower_bound < bar:
+        return "gated"
+    return status
+
+
+def min_evidence(bar: float) -> int:
+    """The fewest gold answers whose perfect record clears the bar: judging earlier would gate
+    everyone, however good."""
+    n = 1
+    while wilson_lower_bound(n, n) < bar and n < 1000:
+        n += 1
+    return n

@@ -1,0 +1,204 @@
+"""Synthetic annotator populations, for tests and for tuning the decision policy.
+
+Real crowd data has no known confusion matrices and no LLM voters; a simulation has both, so a
+test can check that a fit *recovers* what generated the votes, and a policy can be tuned on a
+replay before real votes are spent. Everything is seeded and vectorized.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from llmlabel.consensus.calibration import expected_calibration_error
+from llmlabel.consensus.dawid_skene import DawidSkene, softmax_rows
+from llmlabel.consensus.errors import ConsensusInputError
+from llmlabel.consensus.policy import Decision, Policy, decide
+from llmlabel.consensus.votes import DEFAULT_KINDS, FloatArray, IntArray, Votes, VoterKinds
+
+
+@dataclass(frozen=True)
+class Population:
+    """A group of voters of one kind.
+
+    ``accuracy`` is a Beta(a, b) over voters; each voter's errors go to the other classes in
+    proportions drawn from Dirichlet(``error_concentration``) per true class (small = errors
+    pile onto one confusable class). ``spammer_share`` of the voters answer one fixed label;
+    ``drift`` moves accuracy toward chance by that fraction from the first item to the last;
+    ``confident`` voters state a confidence that is higher on correct votes, inflated by
+    ``overconfidence``.
+    """
+
+    n_voters: int
+    kind: str = "human"
+    per_item: int = 3
+    accuracy: tuple[float, float] = (8.0, 2.0)
+    error_concentration: float = 1.0
+    spammer_share: float = 0.0
+    drift: float = 0.0
+    confident: bool = False
+    overconfidence: float = 0.0
+
+
+@dataclass(frozen=True)
+class Simulation:
+    votes: Votes
+    truth: IntArray
+    kinds: VoterKinds
+    confusion: FloatArray
+
+
+def _sample_rows(rng: np.random.Generator, probs: FloatArray) -> IntArray:
+    cum = probs.cumsum(axis=1)
+    u = rng.random(probs.shape[0])[:, None] * cum[:, -1:]
+    out: IntArray = (u > cum).sum(axis=1).astype(np.int64)
+    return np.minimum(out, probs.shape[1] - 1)
+
+
+def _population_confusion(
+    rng: np.random.Generator, pop: Population, k: int
+) -> FloatArray:
+    acc = rng.beta(*pop.accuracy, size=pop.n_voters)
+    errors = rng.dirichlet(np.full(k - 1, pop.error_concentration), size=(pop.n_voters, k))
+    conf = np.zeros((pop.n_voters, k, k))
+    for t in range(k):
+        others = [j for j in range(k) if j != t]
+        conf[:, t, others] = errors[:, t] * (1.0 - acc)[:, None]
+        conf[:, t, t] = acc
+    spam = rng.random(pop.n_voters) < pop.spammer_share
+    fixed = rng.integers(0, k, size=pop.n_voters)
+    conf[spam] = 0.0
+    conf[spam, :, fixed[spam]] = 1.0
+    return conf
+
+
+def simulate_votes(
+    n_items: int,
+    n_classes: int,
+    populations: Sequence[Population],
+    *,
+    class_prior: Sequence[float] | None = None,
+    seed: int = 0,
+) -> Simulation:
+    """Votes from every population on every item (``per_item`` distinct voters each)."""
+    rng = np.random.default_rng(seed)
+    prior = np.full(n_classes, 1.0 / n_classes) if class_prior is None else np.asarray(class_prior)
+    truth = rng.choice(n_classes, size=n_items, p=prior / prior.sum()).astype(np.int64)
+    confs, kinds, items, voters = [], [], [], []
+    offset = 0
+    for pop in populations:
+        if pop.per_item > pop.n_voters:
+            raise ConsensusInputError(f"per_item {pop.per_item} exceeds n_voters {pop.n_voters}")
+        confs.append(_population_confusion(rng, pop, n_classes))
+        kinds.append(np.full(pop.n_voters, DEFAULT_KINDS.index(pop.kind), dtype=np.int64))
+        pick = np.argsort(rng.random((n_items, pop.n_voters)), axis=1)[:, : pop.per_item]
+        items.append(np.repeat(np.arange(n_items), pop.per_item))
+        voters.append(pick.ravel() + offset)
+        offset += pop.n_voters
+    confusion = np.concatenate(confs)
+    item = np.concatenate(items)
+    voter = np.concatenate(voters)
+    kind_of = np.concatenate(kinds)
+    drift = np.concatenate([np.full(p.n_voters, p.drift) for p in populations])[voter]
+    time = item / max(n_items - 1, 1)
+    rows = confusion[voter, truth[item]]
+    mix = (drift * time)[:, None]
+    label = _sample_rows(rng, (1.0 - mix) * rows + mix / n_classes)
+    confident = np.concatenate([np.full(p.n_voters, p.confident) for p in populations])[voter]
+    over = np.concatenate([np.full(p.n_voters, p.overconfidence) for p in populations])[voter]
+    correct = label == truth[item]
+    stated = np.where(correct, rng.beta(8.0, 1.5, item.shape[0]), rng.beta(3.0, 2.0, item.shape[0]))
+    stated = np.clip(stated + over * (1.0 - stated), 0.0, 1.0)
+    votes = Votes(
+        item=item,
+        voter=voter,
+        label=label,
+        n_items=n_items,
+        n_voters=offset,
+        n_classes=n_classes,
+        confidence=np.where(confident, stated, np.nan),
+    )
+    return Simulation(votes, truth, VoterKinds(kind_of), confusion)
+
+
+@dataclass(frozen=True)
+class PolicyReport:
+    """Outcome of replaying votes through the policy (over items with known truth)."""
+
+    accuracy: float
+    ece: float
+    mean_votes: float
+    mean_votes_available: float
+    share_final: float
+    share_escalated: float
+    votes_used: IntArray
+    label: IntArray
+    confidence: FloatArray
+
+
+def simulate_policy(
+    model: DawidSkene,
+    votes: Votes,
+    kinds: VoterKinds,
+    truth: IntArray,
+    policy: Policy,
+    *,
+    items: IntArray | None = None,
+    calibrate: Callable[[FloatArray], FloatArray] | None = None,
+    seed: int = 0,
+) -> PolicyReport:
+    """Replay dynamic consensus: each item's votes arrive in random order, one per round,
+    of the kind the policy asks for, until it finalizes or escalates.
+
+    ``truth`` has one label per item (−1 where unknown, scored only where known). Accuracy
+    and ECE are over every replayed item, escalated ones included, at their last posterior.
+    """
+    rng = np.random.default_rng(seed)
+    items = np.arange(votes.n_items) if items is None else np.asarray(items, dtype=np.int64)
+    n_kinds = len(kinds.names)
+    loglik = model.vote_log_likelihood(votes, kinds)
+    vkind = kinds.kind[votes.voter]
+    order = np.lexsort((rng.random(len(votes)), vkind, votes.item))
+    slot = votes.item[order] * n_kinds + vkind[order]
+    have = np.bincount(slot, minlength=votes.n_items * n_kinds).reshape(votes.n_items, n_kinds)
+    start = np.concatenate([[0], np.cumsum(have.ravel())[:-1]]).reshape(have.shape)
+    taken = np.zeros_like(have)
+    logpost = np.tile(np.log(model.class_prior_), (votes.n_items, 1))
+    matrices = model.kind_matrices()
+    active = np.zeros(votes.n_items, dtype=bool)
+    active[items] = True
+    final_probs = np.zeros((votes.n_items, votes.n_classes))
+    code = np.full(votes.n_items, Decision.MORE, dtype=np.int64)
+    while active.any():
+        idx = np.flatnonzero(active)
+        probs = softmax_rows(logpost[idx])
+        if calibrate is not None:
+            probs = calibrate(probs)
+        d = decide(
+            probs, taken[idx], matrices, kinds.names, policy,
+            available=taken[idx] < have[idx],
+        )
+        done = d.code != Decision.MORE
+        final_probs[idx] = probs
+        code[idx[done]] = d.code[done]
+        active[idx[done]] = False
+        ask, kind = idx[~done], d.next_kind[~done]
+        pos = order[start[ask, kind] + taken[ask, kind]]
+        logpost[ask] += loglik[pos]
+        taken[ask, kind] += 1
+    scored = items[truth[items] >= 0]
+    probs = final_probs[scored]
+    used = taken.sum(axis=1)
+    return PolicyReport(
+        accuracy=float((probs.argmax(axis=1) == truth[scored]).mean()),
+        ece=expected_calibration_error(probs, truth[scored]),
+        mean_votes=float(used[items].mean()),
+        mean_votes_available=float(have[items].sum(axis=1).mean()),
+        share_final=float((code[items] == Decision.FINAL).mean()),
+        share_escalated=float((code[items] == Decision.ESCALATE).mean()),
+        votes_used=used[items],
+        label=final_probs[items].argmax(axis=1),
+        confidence=final_probs[items].max(axis=1),
+    )

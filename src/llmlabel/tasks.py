@@ -1,0 +1,166 @@
+"""Human tasks: what an annotator is handed next, and what happens to their answer.
+
+A task carries the item as voters see it and the instructions, nothing else: no other
+votes (LLM suggestions only if the project opts in), no gold flag. Gold tasks are leased
+through the same table and served in exactly the same shape, so an annotator cannot tell
+them apart; only the lease row knows.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlmodel import Session, select
+
+from llmlabel import decisions
+from llmlabel.config import ProjectConfig
+from llmlabel.errors import ConflictError, InputError, NotFoundError, PermissionDeniedError
+from llmlabel.quality.gating import gate, gold_rate, gold_record, next_status
+from llmlabel.rendering import render_item
+from llmlabel.schema import Options
+from llmlabel.store import leases
+from llmlabel.store.tables import Item, Lease, Project, Vote, Voter, utcnow
+from llmlabel.votes import VoteInput, record_vote
+
+
+@dataclass
+class Task:
+    lease_token: str
+    item_id: str
+    text: str
+    fields: dict[str, Any]
+    choices: list[Any]
+    instructions: str
+    expires_at: datetime
+    suggestions: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass
+class SubmitResult:
+    item_id: str
+    vote_id: int
+    created: bool
+
+
+def _choices(config: ProjectConfig, fields: dict[str, Any]) -> list[Any]:
+    if isinstance(config.labels, Options):
+        return config.labels.options_of(fields)
+    if config.labels.type == "taxonomy":
+        return list(config.labels.node_paths)  # type: ignore[union-attr]
+    return [c.name for c in config.labels.classes]  # type: ignore[union-attr]
+
+
+def _suggestions(session: Session, item_id: int) -> list[dict[str, Any]]:
+    rows = session.exec(
+        select(Voter.name, Vote.label, Vote.confidence)
+        .join(Voter, Voter.id == Vote.voter_id)  # type: ignore[arg-type]
+        .where(Vote.item_id == item_id, Voter.kind.in_(("llm", "model")), Vote.label.is_not(None))  # type: ignore[attr-defined,union-attr]
+    ).all()
+    return [{"labeler": n, "label": lab, "confidence": c} for n, lab, c in rows]
+
+
+def next_task(session: Session, *, project: Project, config: ProjectConfig, voter: Voter) -> Task | None:
+    """Lease the next task to a human voter; None when there is nothing for them now."""
+    if voter.status == "gated":
+        raise PermissionDeniedError(
+            f"annotator {voter.name!r} is paused: their accuracy on gold tasks is under the project's "
+            f"quality bar ({config.policy.quality_bar:.0%}); ask a project admin"
+        )
+    policy = config.policy
+    record = gold_record(session, voter_id=voter.id)  # type: ignore[arg-type]
+    qualifying = voter.status == "qualifying"
+    want_gold = qualifying or random.random() < gold_rate(record, policy)
+    claims: list[leases.Claim] = []
+    if want_gold:
+        claims = leases.claim(session, project_id=project.id, voter_id=voter.id, human=True, limit=1,  # type: ignore[arg-type]
+                              lease_seconds=policy.lease_seconds, gold=True)
+    if not claims and not qualifying:
+        claims = leases.claim(session, project_id=project.id, voter_id=voter.id, human=True, limit=1,  # type: ignore[arg-type]
+                              lease_seconds=policy.lease_seconds)
+    if not claims:
+        return None
+    claim = claims[0]
+    item = session.get(Item, claim.item_id)
+    assert item is not None
+    return Task(
+        lease_token=claim.token,
+        item_id=item.external_id,
+        text=render_item(config.item_template, item.fields),
+        fields=item.fields,
+        choices=_choices(config, item.fields),
+        instructions=config.instructions.guidelines,
+        expires_at=claim.expires_at,
+        suggestions=_suggestions(session, item.id) if policy.show_suggestions else [],  # type: ignore[arg-type]
+    )
+
+
+def submit(
+    session: Session,
+    *,
+    project: Project,
+    config: ProjectConfig,
+    voter: Voter,
+    lease_token: str,
+    label: Any,
+    unsure: bool = False,
+    comment: str | None = None,
+    predicted_distribution: dict[str, float] | None = None,
+) -> SubmitResult:
+    lease = session.exec(select(Lease).where(Lease.token == lease_token)).first()
+    if lease is None or lease.voter_id != voter.id or lease.project_id != project.id:
+        raise NotFoundError("no such task for you: the lease token is unknown or belongs to someone else")
+    item = session.get(Item, lease.item_id)
+    assert item is not None
+    if lease.state == "done":
+        existing = session.exec(select(Vote).where(Vote.item_id == item.id, Vote.voter_id == voter.id)).first()
+        raise ConflictError(f"task for item {item.external_id!r} was already answered"
+                            + (f" (vote {existing.id})" if existing else ""))
+    now = utcnow()
+    if lease.state != "active" or lease.expires_at <= now:
+        raise ConflictError(
+            f"the lease on item {item.external_id!r} expired at {lease.expires_at.isoformat()}; "
+            "the item went back to the pool, fetch a new task"
+        )
+    canonical = config.labels.validate_label(label, item.fields, where=f" (item {item.external_id!r})")
+    if predicted_distribution is not None:
+        _check_distribution(predicted_distribution, config, item.fields)
+    vote, created = record_vote(
+        session, project_id=project.id, item_id=item.id, voter_id=voter.id,  # type: ignore[arg-type]
+        vote=VoteInput(
+            label=canonical, confidence=None, confidence_method="human",
+            latency_ms=(now - lease.created_at).total_seconds() * 1000, unsure=unsure,
+            comment=comment, predicted_distribution=predicted_distribution,
+        ),
+    )
+    leases.finish(session, lease_id=lease.id)  # type: ignore[arg-type]
+    if lease.is_gold:
+        _after_gold_answer(session, project=project, config=config, voter=voter)
+    decisions.after_vote(session, project=project, config=config, item_id=item.id)  # type: ignore[arg-type]
+    return SubmitResult(item_id=item.external_id, vote_id=vote.id, created=created)  # type: ignore[arg-type]
+
+
+def _check_distribution(dist: dict[str, float], config: ProjectConfig, fields: dict[str, Any]) -> None:
+    choices = [str(c) for c in _choices(config, fields)] if not isinstance(config.labels, Options) else [
+        str(i) for i in range(len(config.labels.options_of(fields)))
+    ]
+    unknown = [k for k in dist if k not in choices]
+    if unknown:
+        raise InputError(f"predicted_distribution has unknown labels: {', '.join(unknown[:5])}")
+    if any(not 0 <= v <= 1 for v in dist.values()) or abs(sum(dist.values()) - 1) > 0.01:
+        raise InputError("predicted_distribution must hold shares in [0, 1] that sum to 1")
+
+
+def _after_gold_answer(session: Session, *, project: Project, config: ProjectConfig, voter: Voter) -> None:
+    record = gold_record(session, voter_id=voter.id)  # type: ignore[arg-type]
+    status = next_status(voter.status, record, config.policy)
+    if status == voter.status:
+        return
+    if status == "gated":
+        gate(session, voter=voter)
+        decisions.reconsider_voter(session, project=project, config=config, voter_id=voter.id)  # type: ignore[arg-type]
+    else:
+        voter.status = status
+        session.add(voter)
