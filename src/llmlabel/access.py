@@ -14,7 +14,13 @@ from dataclasses import dataclass
 
 from sqlmodel import Session, select
 
-from llmlabel.errors import ConflictError, InputError, NotFoundError, PermissionDeniedError
+from llmlabel.errors import (
+    AuthenticationError,
+    ConflictError,
+    InputError,
+    NotFoundError,
+    PermissionDeniedError,
+)
 from llmlabel.projects import get_or_create_voter
 from llmlabel.store.tables import Account, ApiToken, Membership, Project, Voter, utcnow
 
@@ -71,7 +77,7 @@ def authenticate(session: Session, *, token: str) -> Principal:
         .where(ApiToken.token_hash == hash_token(token), ApiToken.revoked_at.is_(None))  # type: ignore[union-attr]
     ).first()
     if row is None:
-        raise PermissionDeniedError("the API token is unknown or revoked")
+        raise AuthenticationError("the API token is unknown or revoked; create one with `llmlabel token create`")
     _, account = row
     projects = session.exec(select(Membership.project_id).where(Membership.account_id == account.id)).all()
     return Principal(account.id, account.name, account.role, frozenset(projects))  # type: ignore[arg-type]

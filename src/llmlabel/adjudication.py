@@ -48,7 +48,7 @@ class ReviewCase:
     votes: list[CaseVote] = field(default_factory=list)
 
 
-def _case_votes(session: Session, item_id: int, reliabilities: dict[int, float]) -> list[CaseVote]:
+def case_votes(session: Session, item_id: int, reliabilities: dict[int, float]) -> list[CaseVote]:
     rows = session.exec(
         select(Vote, Voter).join(Voter, Voter.id == Vote.voter_id).where(Vote.item_id == item_id).order_by(Vote.id)  # type: ignore[arg-type]
     ).all()
@@ -86,7 +86,7 @@ def next_case(
         conflict_kind=item.conflict_kind or "none",
         posterior=None if blind else item.posterior,
         blind=blind,
-        votes=[] if blind else _case_votes(session, item.id, reliabilities),  # type: ignore[arg-type]
+        votes=[] if blind else case_votes(session, item.id, reliabilities),  # type: ignore[arg-type]
     )
 
 

@@ -275,9 +275,11 @@ def _fit_for(session: Session, project: Project, config: ProjectConfig) -> Fit:
 def after_vote(session: Session, *, project: Project, config: ProjectConfig, item_id: int) -> None:
     """Re-decide one item after a vote, with the current fit (a periodic refit keeps it fresh)."""
     fit = _fit_for(session, project, config)
-    item = session.get(Item, item_id)
-    if item is None or item.decided_by in ("adjudication", "gold"):
+    item = session.get(Item, item_id, populate_existing=True)  # a refit may just have updated it
+    if item is None or item.decided_by == "adjudication":
         return
+    if session.exec(select(Gold.id).where(Gold.item_id == item_id)).first() is not None:
+        return  # gold is decided by its gold label, whatever the votes say
     rows = session.exec(
         select(Vote.voter_id, Vote.label, Vote.confidence, Voter.kind)
         .join(Voter, Voter.id == Vote.voter_id)  # type: ignore[arg-type]

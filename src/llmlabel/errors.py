@@ -12,6 +12,7 @@ with enough context (attributes) for the message to say what was wrong and how t
     ├── ConflictError          a known id arrived with different content; a late submission
     ├── NotFoundError          a project, item, voter or lease that does not exist
     ├── PermissionDeniedError  a token lacks the role or project membership
+    │   └── AuthenticationError  no token, or an unknown or revoked one
     ├── StorageError           the database is unreachable or at an unknown revision
     ├── BudgetExceededError    a run reached its USD budget cap
     └── ProviderError          an LLM call failed for good (carries attempts and last answer)
@@ -72,6 +73,10 @@ class NotFoundError(LLMLabelError):
 
 
 class PermissionDeniedError(LLMLabelError):
+    pass
+
+
+class AuthenticationError(PermissionDeniedError):
     pass
 
 

@@ -45,15 +45,26 @@ def get_project(session: Session, *, name: str) -> Project:
     return project
 
 
+_configs: dict[str, ProjectConfig] = {}
+
+
 def project_config(session: Session, *, project: Project) -> ProjectConfig:
-    """The config the project currently runs with, as stored (the API has no project file)."""
+    """The config the project currently runs with, as stored (the API has no project file).
+
+    Parsed once per config version: versions never change, only the project's pointer does.
+    """
+    cached = _configs.get(project.config_hash)
+    if cached is not None and cached.name == project.name:
+        return cached
     version = session.exec(
         select(ProjectConfigVersion).where(
             ProjectConfigVersion.project_id == project.id,
             ProjectConfigVersion.hash == project.config_hash,
         )
     ).one()
-    return parse_config(version.body, f"stored config {project.name}@{project.config_hash}")
+    config = parse_config(version.body, f"stored config {project.name}@{project.config_hash}")
+    _configs[project.config_hash] = config
+    return config
 
 
 def get_or_create_voter(

@@ -89,3 +89,9 @@ def min_evidence(bar: float) -> int:
     while wilson_lower_bound(n, n) < bar and n < 1000:
         n += 1
     return n
+
+
+def gate(session: Session, *, voter: Voter) -> None:
+    voter.status = "gated"
+    session.add(voter)
+    session.flush()
