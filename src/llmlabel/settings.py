@@ -11,3 +11,6 @@ class Settings(BaseSettings):
 
     database_url: str | None = None
     """SQLite file or PostgreSQL URL; default: ``llmlabel.db`` beside the project file."""
+    allow_private_callbacks: bool = False
+    """Let batch callbacks go to private or loopback addresses (off: SSRF protection)."""
+    max_body_bytes: int = 2_000_000

@@ -2,18 +2,50 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
 from fastapi import FastAPI
 from sqlalchemy.engine import Engine
 
 from llmlabel.api import errors
 from llmlabel.api.deps import ApiSettings
 from llmlabel.api.limits import BodySizeLimit
-from llmlabel.api.routes import items, projects, review, tasks, tokens
+from llmlabel.api.routes import batches, items, projects, review, tasks, tokens
+from llmlabel.callbacks import deliver_due
+
+log = logging.getLogger("llmlabel.api")
+
+
+def _lifespan(engine: Engine, settings: ApiSettings):  # type: ignore[no-untyped-def]
+    """Background work of a server: delivering due callbacks, once a second."""
+
+    async def deliver_forever() -> None:
+        while True:
+            try:
+                await asyncio.to_thread(deliver_due, engine, allow_private=settings.allow_private_callbacks)
+            except Exception:  # a bad delivery round must not stop later ones
+                log.exception("callback delivery round failed")
+            await asyncio.sleep(settings.callback_interval_seconds)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        task = asyncio.create_task(deliver_forever()) if settings.callback_interval_seconds > 0 else None
+        yield
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    return lifespan
 
 
 def create_app(engine: Engine, settings: ApiSettings | None = None) -> FastAPI:
     settings = settings or ApiSettings()
     app = FastAPI(
+        lifespan=_lifespan(engine, settings),
         title="llmlabel",
         version="0.1.0",
         description="Annotation and adjudication API: tasks with hidden gold, votes, consensus, review.",
@@ -21,7 +53,7 @@ def create_app(engine: Engine, settings: ApiSettings | None = None) -> FastAPI:
     app.state.engine = engine
     app.state.settings = settings
     errors.install(app)
-    for module in (projects, tokens, items, tasks, review):
+    for module in (projects, tokens, items, tasks, review, batches):
         app.include_router(module.router)
 
     @app.get("/api/v1/health", tags=["meta"])

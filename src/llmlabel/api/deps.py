@@ -22,6 +22,7 @@ from llmlabel.store.tables import Project, Voter
 class ApiSettings:
     max_body_bytes: int = 2_000_000
     allow_private_callbacks: bool = False
+    callback_interval_seconds: float = 1.0
     web_cookie_name: str = "llmlabel_token"
 
 

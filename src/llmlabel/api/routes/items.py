@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import tempfile
-from pathlib import Path
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, status
@@ -12,10 +9,10 @@ from sqlmodel import select
 
 from llmlabel.adjudication import case_votes
 from llmlabel.api.deps import EngineDep, ProjectAccess, project_access
+from llmlabel.api.importing import import_json_rows
 from llmlabel.api.schemas import CaseVoteOut, ImportOut, ItemOut, ItemsIn
 from llmlabel.decisions import voter_reliabilities
 from llmlabel.errors import NotFoundError
-from llmlabel.ingest import import_items
 from llmlabel.store.tables import Item
 
 router = APIRouter(prefix="/api/v1/projects/{name}/items", tags=["items"])
@@ -27,15 +24,9 @@ Staff = Annotated[ProjectAccess, Depends(project_access("admin", "reviewer"))]
 def post_items(body: ItemsIn, access: Admin, engine: EngineDep) -> ImportOut:
     """Import items (and gold, with ``gold_field``); ids already known with the same content are
     left alone, with different content reported as conflicts."""
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "request.jsonl"
-        with path.open("w", encoding="utf-8") as fh:
-            for row in body.items:
-                fh.write(json.dumps(row, ensure_ascii=False) + "\n")
-        access.session.commit()  # the import runs in its own transaction
-        report = import_items(engine, project=access.project, config=access.config, path=path,
-                              on_error=body.on_error, gold_field=body.gold_field,  # type: ignore[arg-type]
-                              reject_path=Path(tmp) / "rejects.jsonl")
+    access.session.commit()  # the import runs in its own transaction
+    report = import_json_rows(engine, project=access.project, config=access.config, rows=body.items,
+                              on_error=body.on_error, gold_field=body.gold_field)  # type: ignore[arg-type]
     problems = [f"item {p.line}: {p.reason}" for p in report.problems]
     return ImportOut(rows=report.rows, inserted=report.inserted, unchanged=report.unchanged,
                      gold_inserted=report.gold_inserted, bad=report.bad, problems=problems)
