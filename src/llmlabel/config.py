@@ -185,7 +185,7 @@ class _UniqueKeyLoader(yaml.SafeLoader):
 
 def config_from_yaml(text: str, source: str = "project file") -> ProjectConfig:
     try:
-        data = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 (a SafeLoader)
+        data = yaml.load(text, Loader=_UniqueKeyLoader)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""

@@ -16,7 +16,7 @@ from llmlabel.consensus.calibration import expected_calibration_error
 from llmlabel.consensus.dawid_skene import DawidSkene, softmax_rows
 from llmlabel.consensus.errors import ConsensusInputError
 from llmlabel.consensus.policy import Decision, Policy, decide
-from llmlabel.consensus.votes import DEFAULT_KINDS, FloatArray, IntArray, Votes, VoterKinds
+from llmlabel.consensus.votes import DEFAULT_KINDS, FloatArray, IntArray, VoterKinds, Votes
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ from sqlmodel import Session, select
 
 from llmlabel.config import Policy
 from llmlabel.schema import canonical_json
-from llmlabel.store.tables import Gold, Vote
+from llmlabel.store.tables import Gold, Vote, Voter
 
 RECENT = 10
 
