@@ -1,11 +1,17 @@
 """Consensus applied to a project: the bridge between the store and the pure engine.
 
 ``refit`` reads every vote and gold label, fits voter reliability (gated voters' votes are
-left out), measures calibration on held-out gold and applies the chosen repair, then decides
-every item: final, one more vote (and of which kind), or escalated. ``after_vote`` re-decides
-one item with the fitted model, without a refit: the item's few votes are re-scored in
+left out), and decides every item: final, one more vote (and of which kind), or escalated.
+For single choice it also measures calibration on held-out gold and applies the chosen
+repair, and routes by expected information gain per unit cost. ``after_vote`` re-decides one
+item with the fitted model, without a refit: the item's few votes are re-scored in
 O(votes × K). Fits are cached per process and refreshed when stale, so several API workers
 each keep a recent model without coordinating.
+
+Structured label types (multi-label, taxonomy, options) use their engine models for the
+posterior and a simpler route: an LLM vote while some LLM labeler has not voted, else a
+human; no early escalation on conflict. A taxonomy item whose vote budget is spent is
+finalized at the deepest level that clears the target rather than escalated.
 """
 
 from __future__ import annotations
@@ -30,17 +36,12 @@ from llmlabel.consensus import (
     decide,
     expected_information_gain,
     find_conflicts,
-    votes_by_kind,
 )
-from llmlabel.consensus import (
-    Gold as GoldArrays,
-)
-from llmlabel.consensus import (
-    Policy as EnginePolicy,
-)
+from llmlabel.consensus import Gold as GoldArrays
+from llmlabel.consensus import Policy as EnginePolicy
 from llmlabel.consensus.votes import ABSTAIN, DEFAULT_KINDS
-from llmlabel.errors import ConfigError
-from llmlabel.schema import SingleChoice, canonical_json
+from llmlabel.labeltypes import Scored, StructuredModel, VoteTable, structured_model
+from llmlabel.schema import Options, SingleChoice, canonical_json
 from llmlabel.store.tables import Gold, Item, Project, Vote, Voter, utcnow
 
 REFIT_SECONDS = 60.0
@@ -51,13 +52,14 @@ _MACHINE = ("llm", "model")
 
 @dataclass
 class Fit:
-    model: DawidSkene
-    classes: list[str]
     voter_code: dict[int, int]
     kinds: VoterKinds
-    calibration: Any | None
     fitted_at: float
     config_hash: str
+    model: DawidSkene | None = None  # single choice
+    classes: list[str] = field(default_factory=list)
+    calibration: Any | None = None
+    structured: StructuredModel | None = None
     accuracy: dict[int, float] = field(default_factory=dict)
 
 
@@ -93,85 +95,93 @@ def conflict_kind(votes: list[tuple[str, Any]]) -> str:
     return "llm_vs_human"
 
 
-def _classes(config: ProjectConfig) -> list[str]:
-    if not isinstance(config.labels, SingleChoice):
-        raise ConfigError(
-            f"consensus for label type {config.labels.type!r} is not wired into projects yet; "
-            "single-choice projects are supported"
-        )
-    return config.labels.class_names
-
-
 def _policy(config: ProjectConfig) -> EnginePolicy:
     p = config.policy
     return EnginePolicy(target=p.target_confidence, min_human_votes=p.min_human_votes, max_votes=p.max_votes,
                         costs={k: max(v, 1e-9) for k, v in p.costs.items()})
 
 
-def _load(session: Session, project: Project) -> tuple[list[tuple[Any, ...]], dict[int, str], dict[int, Any], dict[int, float]]:
-    votes = session.exec(
-        select(Vote.item_id, Vote.voter_id, Vote.label, Vote.confidence)
-        .join(Voter, Voter.id == Vote.voter_id)  # type: ignore[arg-type]
-        .where(Vote.project_id == project.id, Voter.status != "gated")
-    ).all()
-    kinds = dict(session.exec(select(Voter.id, Voter.kind).where(Voter.project_id == project.id)).all())
-    gold_rows = session.exec(select(Gold.item_id, Gold.label, Gold.weight).where(Gold.project_id == project.id)).all()
-    return list(votes), kinds, {i: lab for i, lab, _ in gold_rows}, {i: w for i, _, w in gold_rows}  # type: ignore[misc]
+def _kind_codes(kinds: list[str]) -> np.ndarray:
+    return np.array([DEFAULT_KINDS.index(k) if k in DEFAULT_KINDS else 0 for k in kinds] or [0], dtype=np.int64)
 
 
-def _kinds(voter_ids: list[int], kind_of: dict[int, str]) -> VoterKinds:
-    names = DEFAULT_KINDS
-    return VoterKinds(np.array([names.index(kind_of[v]) if kind_of[v] in names else 0 for v in voter_ids], dtype=np.int64), names)
+def _table(
+    rows: list[tuple[int, int, Any, float | None, str]], item_ids: np.ndarray, voter_code: dict[int, int],
+    kind_names: list[str], fields: list[dict[str, Any]] | None,
+) -> VoteTable:
+    """Rows (item_id, voter_id, label, confidence, kind) → codes; unseen voters get new codes."""
+    codes = dict(voter_code)
+    kinds = list(kind_names)
+    voters = []
+    for _, voter_id, _, _, kind in rows:
+        if voter_id not in codes:  # a voter the fit has not seen: an average voter of its kind
+            codes[voter_id] = len(kinds)
+            kinds.append(kind)
+        voters.append(codes[voter_id])
+    return VoteTable(
+        item=np.searchsorted(item_ids, np.array([r[0] for r in rows], dtype=np.int64)).astype(np.int64),
+        voter=np.array(voters, dtype=np.int64),
+        labels=[r[2] for r in rows],
+        confidence=np.array([np.nan if r[3] is None else r[3] for r in rows], dtype=np.float64),
+        n_items=len(item_ids), n_voters=max(len(kinds), 1),
+        kinds=VoterKinds(_kind_codes(kinds), DEFAULT_KINDS), item_fields=fields,
+    )
+
+
+def _single_votes(t: VoteTable, classes: list[str]) -> Votes:
+    code = {c: i for i, c in enumerate(classes)}
+    return Votes(item=t.item, voter=t.voter, label=np.array([ABSTAIN if lab is None else code[lab] for lab in t.labels], dtype=np.int64),
+                 n_items=t.n_items, n_voters=t.n_voters, n_classes=len(classes), confidence=t.confidence)
 
 
 def refit(session: Session, *, project: Project, config: ProjectConfig) -> RefitReport:
     """Fit reliability on everything known and re-decide every item of the project."""
     started = time.perf_counter()
-    classes = _classes(config)
-    code = {c: i for i, c in enumerate(classes)}
-    vote_rows, kind_of, gold, gold_weight = _load(session, project)
-    item_ids = np.array(sorted(session.exec(select(Item.id).where(Item.project_id == project.id)).all()), dtype=np.int64)
+    rows = list(session.exec(
+        select(Vote.item_id, Vote.voter_id, Vote.label, Vote.confidence, Voter.kind)
+        .join(Voter, Voter.id == Vote.voter_id)  # type: ignore[arg-type]
+        .where(Vote.project_id == project.id, Voter.status != "gated")
+    ).all())
+    kind_of = dict(session.exec(select(Voter.id, Voter.kind).where(Voter.project_id == project.id)).all())
+    gold_rows = session.exec(select(Gold.item_id, Gold.label, Gold.weight).where(Gold.project_id == project.id)).all()
+    need_fields = isinstance(config.labels, Options)
+    item_rows = session.exec(
+        select(Item.id, Item.fields if need_fields else Item.id).where(Item.project_id == project.id).order_by(Item.id)  # type: ignore[arg-type]
+    ).all()
+    item_ids = np.array([r[0] for r in item_rows], dtype=np.int64)
+    if len(item_ids) == 0:
+        return RefitReport(0, 0, 0, {}, None, None, None, time.perf_counter() - started)
     voter_ids = sorted(kind_of)
     voter_code = {v: i for i, v in enumerate(voter_ids)}
-    kinds = _kinds(voter_ids, kind_of) if voter_ids else VoterKinds(np.zeros(0, dtype=np.int64))
-    n_items = len(item_ids)
-    if n_items == 0:
-        return RefitReport(0, 0, 0, {}, None, None, None, time.perf_counter() - started)
-    v_item = np.searchsorted(item_ids, np.array([r[0] for r in vote_rows], dtype=np.int64))
-    votes = Votes(
-        item=v_item.astype(np.int64),
-        voter=np.array([voter_code[r[1]] for r in vote_rows], dtype=np.int64),
-        label=np.array([ABSTAIN if r[2] is None else code[r[2]] for r in vote_rows], dtype=np.int64),
-        n_items=n_items, n_voters=max(len(voter_ids), 1), n_classes=len(classes),
-        confidence=np.array([np.nan if r[3] is None else r[3] for r in vote_rows], dtype=np.float64),
-    )
-    if not voter_ids:
-        kinds = VoterKinds(np.zeros(1, dtype=np.int64))
-    g_items = np.array(sorted(i for i in gold if i in set(item_ids.tolist())), dtype=np.int64)
-    gold_arr = GoldArrays(
-        item=np.searchsorted(item_ids, g_items).astype(np.int64),
-        label=np.array([code[gold[i]] for i in g_items], dtype=np.int64),
-        weight=np.array([gold_weight[i] for i in g_items], dtype=np.float64),
-    )
-    model = DawidSkene().fit(votes, gold_arr, kinds)
-    calibration = None
-    voted_gold = np.isin(gold_arr.item, votes.item[votes.label != ABSTAIN]).sum()
-    if voted_gold >= MIN_GOLD_FOR_CALIBRATION:
-        calibration = calibrate(model, votes, gold_arr, kinds=kinds)
-    post = model.predict_proba(votes, None, kinds)
-    if calibration is not None:
-        post = calibration.transform(post)
-    fit = Fit(model, classes, voter_code, kinds, calibration, time.time(), project.config_hash)
-    fit.accuracy = _accuracies(model, voter_ids)
+    table = _table(rows, item_ids, voter_code, [kind_of[v] for v in voter_ids],
+                   [r[1] for r in item_rows] if need_fields else None)
+    row_of = {int(i): r for r, i in enumerate(item_ids.tolist())}
+    gold = {row_of[i]: lab for i, lab, _ in gold_rows if i in row_of}
+    weight = {row_of[i]: w for i, _, w in gold_rows if i in row_of}
+    fit = Fit(voter_code, table.kinds, time.time(), project.config_hash)
+    if isinstance(config.labels, SingleChoice):
+        fit.classes = config.labels.class_names
+        votes = _single_votes(table, fit.classes)
+        g_rows = np.array(sorted(gold), dtype=np.int64)
+        g = GoldArrays(g_rows, np.array([fit.classes.index(gold[r]) for r in g_rows], dtype=np.int64),
+                       np.array([weight[r] for r in g_rows], dtype=np.float64))
+        fit.model = DawidSkene().fit(votes, g, table.kinds)
+        voted_gold = int(np.isin(g.item, votes.item[votes.label != ABSTAIN]).sum())
+        if voted_gold >= MIN_GOLD_FOR_CALIBRATION:
+            fit.calibration = calibrate(fit.model, votes, g, kinds=table.kinds)
+        fit.accuracy = _accuracies(fit.model, voter_ids)
+    else:
+        fit.structured = structured_model(config.labels, config.policy.target_confidence)
+        fit.structured.fit(table, gold, weight)
     with _lock:
         _fits[project.id] = fit  # type: ignore[index]
-    by_status = _decide_and_store(session, project, config, fit, item_ids, votes, post, gold, kind_of)
+    gold_by_item = {int(item_ids[r]): lab for r, lab in gold.items()}
+    by_status = _decide_and_store(session, project, config, fit, item_ids, table, gold_by_item)
+    cal = fit.calibration
     return RefitReport(
-        items=n_items, votes=len(vote_rows), gold=len(g_items), by_status=by_status,
-        calibration_method=calibration.method if calibration else None,
-        ece_before=calibration.ece_before if calibration else None,
-        ece_after=calibration.ece_after if calibration else None,
-        seconds=time.perf_counter() - started,
+        items=len(item_ids), votes=len(rows), gold=len(gold), by_status=by_status,
+        calibration_method=cal.method if cal else None, ece_before=cal.ece_before if cal else None,
+        ece_after=cal.ece_after if cal else None, seconds=time.perf_counter() - started,
     )
 
 
@@ -182,84 +192,127 @@ def _accuracies(model: DawidSkene, voter_ids: list[int]) -> dict[int, float]:
     return {v: float(diag[i]) for i, v in enumerate(voter_ids) if i < diag.shape[0]}
 
 
-def _available(config: ProjectConfig, item_voters: dict[int, set[int]], kind_of: dict[int, str], n: int, item_ids: np.ndarray) -> np.ndarray:
+def _machine_left(config: ProjectConfig, t: VoteTable, n: int) -> np.ndarray:
+    """(n_items, n_kinds): which machine kinds still have a labeler that has not voted."""
     names = DEFAULT_KINDS
     avail = np.zeros((n, len(names)), dtype=bool)
-    avail[:, names.index("human")] = True
-    llm_names = [lab.name for lab in config.labelers if lab.kind == "llm"]
-    model_names = [lab.name for lab in config.labelers if lab.kind == "model"]
-    for col, count in ((names.index("llm"), len(llm_names)), (names.index("model"), len(model_names))):
-        if count == 0:
-            continue
-        kind = names[col]
-        for row, item_id in enumerate(item_ids.tolist()):
-            voted = sum(1 for v in item_voters.get(item_id, ()) if kind_of.get(v) == kind)
-            avail[row, col] = voted < count
+    for kind in _MACHINE:
+        configured = sum(1 for lab in config.labelers if lab.kind == kind)
+        if configured:
+            col = names.index(kind)
+            voted = np.bincount(t.item[t.kinds.kind[t.voter] == col], minlength=n)
+            avail[:, col] = voted < configured
     return avail
 
 
 def _decide_and_store(
-    session: Session, project: Project, config: ProjectConfig, fit: Fit, item_ids: np.ndarray, votes: Votes,
-    post: np.ndarray, gold: dict[int, Any], kind_of: dict[int, str],
+    session: Session, project: Project, config: ProjectConfig, fit: Fit, item_ids: np.ndarray, t: VoteTable,
+    gold: dict[int, Any],
 ) -> dict[str, int]:
-    item_voters: dict[int, set[int]] = defaultdict(set)
-    voter_ids = sorted(fit.voter_code, key=fit.voter_code.__getitem__)
-    for it, vo in zip(votes.item.tolist(), votes.voter.tolist(), strict=True):
-        item_voters[int(item_ids[it])].add(voter_ids[vo])
-    policy = _policy(config)
-    counts = votes_by_kind(votes, fit.kinds)
-    reliability = fit.model.vote_reliability(votes, fit.kinds)
-    conflicts = find_conflicts(votes, reliability, policy.conflict_threshold)
-    matrices = fit.model.kind_matrices()
-    dec = decide(post, counts, matrices, fit.kinds.names, policy,
-                 available=_available(config, item_voters, kind_of, len(item_ids), item_ids), conflict=conflicts)
-    eig_human = expected_information_gain(post, matrices)[:, fit.kinds.names.index("human")]
-    labels_by_item: dict[int, list[tuple[str, Any]]] = defaultdict(list)
-    escalated = set(np.flatnonzero(dec.code == Decision.ESCALATE).tolist())
+    n = len(item_ids)
+    names = DEFAULT_KINDS
+    cast = np.array([lab is not None for lab in t.labels], dtype=bool)
+    counts = np.zeros((n, len(names)), dtype=np.int64)
+    np.add.at(counts, (t.item[cast], t.kinds.kind[t.voter[cast]]), 1)
+    human = counts[:, [names.index(k) for k in _HUMAN]].sum(axis=1)
+    available = _machine_left(config, t, n)
+    available[:, names.index("human")] = True
+    if fit.model is not None:
+        values = _single_choice(config, fit, t, counts, available)
+    else:
+        assert fit.structured is not None
+        values = _structured(config, fit.structured.score(t), counts, human, available)
+    escalated = [r for r, v in enumerate(values) if v["status"] == "escalated"]
     if escalated:
-        for it, vo, lab in zip(votes.item.tolist(), votes.voter.tolist(), votes.label.tolist(), strict=True):
-            if it in escalated:
-                labels_by_item[it].append((kind_of[voter_ids[vo]], None if lab == ABSTAIN else lab))
+        by_item: dict[int, list[tuple[str, Any]]] = defaultdict(list)
+        for i, vo, lab in zip(t.item.tolist(), t.voter.tolist(), t.labels, strict=True):
+            by_item[i].append((names[t.kinds.kind[vo]], lab))
+        for r in escalated:
+            values[r]["conflict_kind"] = conflict_kind(by_item[r])
     adjudicated = set(session.exec(
-        select(Item.id).where(Item.project_id == project.id, Item.decided_by == "adjudication")
+        select(Item.id).where(Item.id.in_(item_ids.tolist()), Item.decided_by == "adjudication")  # type: ignore[attr-defined]
     ).all())
     now = utcnow()
-    rows = []
-    by_status: dict[str, int] = defaultdict(int)
-    human_col = [fit.kinds.names.index(k) for k in _HUMAN]
-    for row, item_id in enumerate(item_ids.tolist()):
+    out, by_status = [], defaultdict(int)
+    for r, item_id in enumerate(item_ids.tolist()):
         if item_id in adjudicated:
             by_status["final"] += 1
             continue
-        p = post[row]
-        values: dict[str, Any] = {"_id": item_id, "posterior": dict(zip(fit.classes, np.round(p, 6).tolist(), strict=True)),
-                                  "updated_at": now, "conflict_kind": None}
+        v = values[r]
         if item_id in gold:
-            values.update(status="final", final_label=gold[item_id], confidence=1.0, decided_by="gold",
-                          next_kind=None, votes_needed=0, priority=0.0, decided_at=now)
-        else:
-            c = int(dec.code[row])
-            label = fit.classes[int(dec.label[row])]
-            if c == Decision.FINAL:
-                values.update(status="final", final_label=label, confidence=float(dec.confidence[row]),
-                              decided_by=str(dec.decided_by[row]), next_kind=None, votes_needed=0, priority=0.0, decided_at=now)
-            elif c == Decision.ESCALATE:
-                values.update(status="escalated", final_label=None, confidence=float(dec.confidence[row]),
-                              decided_by=None, next_kind=None, votes_needed=0, priority=0.0, decided_at=None,
-                              conflict_kind=conflict_kind([(k, None if lab is None else fit.classes[lab]) for k, lab in labels_by_item[row]]))
-            else:
-                nk = fit.kinds.names[int(dec.next_kind[row])] if dec.next_kind[row] >= 0 else None
-                humans = int(counts[row, human_col].sum())
-                need = max(1, config.policy.min_human_votes - humans) if nk == "human" else 0
-                values.update(status="open", final_label=None, confidence=float(dec.confidence[row]), decided_by=None,
-                              next_kind=nk, votes_needed=need, priority=float(eig_human[row]), decided_at=None)
-        by_status[values["status"]] += 1
-        rows.append(values)
-    if rows:
+            v.update(status="final", final_label=gold[item_id], confidence=1.0, decided_by="gold", decided_level=None,
+                     next_kind=None, votes_needed=0, priority=0.0, conflict_kind=None)
+        v.update(_id=item_id, updated_at=now, decided_at=now if v["status"] == "final" else None)
+        by_status[v["status"]] += 1
+        out.append(v)
+    if out:
         items = Item.__table__  # type: ignore[attr-defined]
-        stmt = update(items).where(items.c.id == bindparam("_id"))
-        session.connection().execute(stmt, rows)
+        session.connection().execute(update(items).where(items.c.id == bindparam("_id")), out)
     return dict(by_status)
+
+
+def _need(config: ProjectConfig, next_kind: str | None, humans: int) -> int:
+    return max(1, config.policy.min_human_votes - humans) if next_kind == "human" else 0
+
+
+def _single_choice(config: ProjectConfig, fit: Fit, t: VoteTable, counts: np.ndarray, available: np.ndarray) -> list[dict[str, Any]]:
+    assert fit.model is not None
+    votes = _single_votes(t, fit.classes)
+    post = fit.model.predict_proba(votes, None, t.kinds)
+    if fit.calibration is not None:
+        post = fit.calibration.transform(post)
+    policy = _policy(config)
+    conflicts = find_conflicts(votes, fit.model.vote_reliability(votes, t.kinds), policy.conflict_threshold)
+    matrices = fit.model.kind_matrices()
+    dec = decide(post, counts, matrices, t.kinds.names, policy, available=available, conflict=conflicts)
+    eig_human = expected_information_gain(post, matrices)[:, t.kinds.names.index("human")]
+    humans = counts[:, [t.kinds.names.index(k) for k in _HUMAN]].sum(axis=1)
+    out = []
+    for r in range(post.shape[0]):
+        c, label = int(dec.code[r]), fit.classes[int(dec.label[r])]
+        v: dict[str, Any] = {"posterior": dict(zip(fit.classes, np.round(post[r], 6).tolist(), strict=True)),
+                             "confidence": float(dec.confidence[r]), "decided_level": None, "conflict_kind": None}
+        if c == Decision.FINAL:
+            v.update(status="final", final_label=label, decided_by=str(dec.decided_by[r]), next_kind=None,
+                     votes_needed=0, priority=0.0)
+        elif c == Decision.ESCALATE:
+            v.update(status="escalated", final_label=None, decided_by=None, next_kind=None, votes_needed=0, priority=0.0)
+        else:
+            nk = t.kinds.names[int(dec.next_kind[r])] if dec.next_kind[r] >= 0 else None
+            v.update(status="open", final_label=None, decided_by=None, next_kind=nk,
+                     votes_needed=_need(config, nk, int(humans[r])), priority=float(eig_human[r]))
+        out.append(v)
+    return out
+
+
+def _structured(config: ProjectConfig, scored: list[Scored], counts: np.ndarray, human: np.ndarray, available: np.ndarray) -> list[dict[str, Any]]:
+    p = config.policy
+    names = DEFAULT_KINDS
+    machine_left = available[:, [names.index(k) for k in _MACHINE]].any(axis=1)
+    total = counts.sum(axis=1)
+    taxonomy = config.labels.type == "taxonomy"
+    out = []
+    for r, s in enumerate(scored):
+        reached = s.confidence >= p.target_confidence and (not taxonomy or s.level is not None)
+        leaf_reached = reached and (not taxonomy or s.level == config.labels.depth or _is_leaf(config, s.label))  # type: ignore[union-attr]
+        v: dict[str, Any] = {"posterior": s.posterior, "confidence": s.confidence, "decided_level": s.level, "conflict_kind": None}
+        humans_ok = human[r] >= p.min_human_votes
+        spent = total[r] >= p.max_votes
+        if (leaf_reached and humans_ok) or (spent and reached and humans_ok):
+            v.update(status="final", final_label=s.label, decided_by="consensus" if human[r] else "auto",
+                     next_kind=None, votes_needed=0, priority=0.0)
+        elif spent:
+            v.update(status="escalated", final_label=None, decided_by=None, next_kind=None, votes_needed=0, priority=0.0)
+        else:
+            nk = "llm" if machine_left[r] and not (leaf_reached and not humans_ok) else "human"
+            v.update(status="open", final_label=None, decided_by=None, next_kind=nk,
+                     votes_needed=_need(config, nk, int(human[r])), priority=1.0 - s.confidence)
+        out.append(v)
+    return out
+
+
+def _is_leaf(config: ProjectConfig, label: str) -> bool:
+    return label in set(config.labels.leaves)  # type: ignore[union-attr]
 
 
 def _fit_for(session: Session, project: Project, config: ProjectConfig) -> Fit:
@@ -280,39 +333,15 @@ def after_vote(session: Session, *, project: Project, config: ProjectConfig, ite
         return
     if session.exec(select(Gold.id).where(Gold.item_id == item_id)).first() is not None:
         return  # gold is decided by its gold label, whatever the votes say
-    rows = session.exec(
-        select(Vote.voter_id, Vote.label, Vote.confidence, Voter.kind)
+    rows = list(session.exec(
+        select(Vote.item_id, Vote.voter_id, Vote.label, Vote.confidence, Voter.kind)
         .join(Voter, Voter.id == Vote.voter_id)  # type: ignore[arg-type]
         .where(Vote.item_id == item_id, Voter.status != "gated")
-    ).all()
-    code = {c: i for i, c in enumerate(fit.classes)}
-    n_fit = len(fit.voter_code)
-    new_voters: dict[int, int] = {}
-    voter_codes, kind_codes = [], list(fit.kinds.kind.tolist())
-    for voter_id, _, _, kind in rows:
-        if voter_id in fit.voter_code:
-            voter_codes.append(fit.voter_code[voter_id])
-        else:  # a voter the fit has not seen: treated as an average voter of its kind
-            if voter_id not in new_voters:
-                new_voters[voter_id] = n_fit + len(new_voters)
-                kind_codes.append(DEFAULT_KINDS.index(kind) if kind in DEFAULT_KINDS else 0)
-            voter_codes.append(new_voters[voter_id])
-    kinds = VoterKinds(np.array(kind_codes or [0], dtype=np.int64), fit.kinds.names)
-    votes = Votes(
-        item=np.zeros(len(rows), dtype=np.int64), voter=np.array(voter_codes, dtype=np.int64),
-        label=np.array([ABSTAIN if r[1] is None else code[r[1]] for r in rows], dtype=np.int64),
-        n_items=1, n_voters=max(len(kind_codes), 1), n_classes=len(fit.classes),
-        confidence=np.array([np.nan if r[2] is None else r[2] for r in rows], dtype=np.float64),
-    )
-    post = fit.model.predict_proba(votes, None, kinds)
-    if fit.calibration is not None:
-        post = fit.calibration.transform(post)
-    kind_of = {r[0]: r[3] for r in rows}
-    _decide_and_store(session, project, config, _with_kinds(fit, kinds, new_voters), np.array([item_id]), votes, post, {}, kind_of)
-
-
-def _with_kinds(fit: Fit, kinds: VoterKinds, new_voters: dict[int, int]) -> Fit:
-    return Fit(fit.model, fit.classes, {**fit.voter_code, **new_voters}, kinds, fit.calibration, fit.fitted_at, fit.config_hash, fit.accuracy)
+    ).all())
+    kind_names = [DEFAULT_KINDS[k] for k in fit.kinds.kind.tolist()][: len(fit.voter_code)]
+    table = _table(rows, np.array([item_id], dtype=np.int64), fit.voter_code, kind_names,
+                   [item.fields] if isinstance(config.labels, Options) else None)
+    _decide_and_store(session, project, config, fit, np.array([item_id], dtype=np.int64), table, {})
 
 
 def reconsider_voter(session: Session, *, project: Project, config: ProjectConfig, voter_id: int) -> RefitReport:

@@ -15,6 +15,7 @@ from llmlabel.api.deps import ApiSettings
 from llmlabel.api.limits import BodySizeLimit
 from llmlabel.api.routes import batches, items, projects, review, tasks, tokens
 from llmlabel.callbacks import deliver_due
+from llmlabel.web import pages
 
 log = logging.getLogger("llmlabel.api")
 
@@ -55,6 +56,7 @@ def create_app(engine: Engine, settings: ApiSettings | None = None) -> FastAPI:
     errors.install(app)
     for module in (projects, tokens, items, tasks, review, batches):
         app.include_router(module.router)
+    app.include_router(pages.router)
 
     @app.get("/api/v1/health", tags=["meta"])
     def health() -> dict[str, str]:
