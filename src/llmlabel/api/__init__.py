@@ -13,7 +13,8 @@ from sqlalchemy.engine import Engine
 from llmlabel.api import errors
 from llmlabel.api.deps import ApiSettings
 from llmlabel.api.limits import BodySizeLimit
-from llmlabel.api.routes import batches, items, projects, review, tasks, tokens
+from llmlabel.api.serialize import SerializeRequests
+from llmlabel.api.routes import batches, items, projects, quality, review, tasks, tokens
 from llmlabel.callbacks import deliver_due
 from llmlabel.web import pages
 
@@ -54,7 +55,7 @@ def create_app(engine: Engine, settings: ApiSettings | None = None) -> FastAPI:
     app.state.engine = engine
     app.state.settings = settings
     errors.install(app)
-    for module in (projects, tokens, items, tasks, review, batches):
+    for module in (projects, tokens, items, tasks, review, batches, quality):
         app.include_router(module.router)
     app.include_router(pages.router)
 
@@ -62,6 +63,8 @@ def create_app(engine: Engine, settings: ApiSettings | None = None) -> FastAPI:
     def health() -> dict[str, str]:
         return {"status": "ok"}
 
+    if engine.dialect.name == "sqlite":
+        app.add_middleware(SerializeRequests)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     return app
 

@@ -66,7 +66,10 @@ def make_engine(url: str) -> Engine:
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 60})
+        # Writers queue on SQLite's lock, not on the pool: one connection per server thread
+        # (FastAPI runs sync routes on 40), so a burst waits for the lock instead of timing out.
+        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 60},
+                               pool_size=64, max_overflow=64, pool_timeout=120)
         event.listen(engine, "connect", _sqlite_pragmas)
         event.listen(engine, "begin", _sqlite_begin)
         return engine
@@ -77,7 +80,7 @@ def make_engine(url: str) -> Engine:
             raise StorageError(
                 "PostgreSQL needs the psycopg driver: pip install 'llmlabel[postgres]'"
             ) from None
-        return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+        return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=40, pool_timeout=60)
     raise StorageError(f"unsupported database {parsed.get_backend_name()!r}: use SQLite or PostgreSQL")
 
 
