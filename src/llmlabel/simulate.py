@@ -13,8 +13,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from llmlabel.consensus.calibration import expected_calibration_error
-from llmlabel.consensus.dawid_skene import DawidSkene, softmax_rows
+from llmlabel.consensus.dawid_skene import DawidSkene
+from llmlabel.consensus.em import softmax_rows
 from llmlabel.consensus.errors import ConsensusInputError
+from llmlabel.consensus.options import OptionItems, OptionVotes
 from llmlabel.consensus.policy import Decision, Policy, decide
 from llmlabel.consensus.votes import DEFAULT_KINDS, FloatArray, IntArray, VoterKinds, Votes
 
@@ -52,14 +54,12 @@ class Simulation:
 
 def _sample_rows(rng: np.random.Generator, probs: FloatArray) -> IntArray:
     cum = probs.cumsum(axis=1)
-    u = rng.random(probs.shape[0])[:, None] * cum[:, -1:]
+    u = rng.random((probs.shape[0], 1)) * cum[:, -1:]
     out: IntArray = (u > cum).sum(axis=1).astype(np.int64)
     return np.minimum(out, probs.shape[1] - 1)
 
 
-def _population_confusion(
-    rng: np.random.Generator, pop: Population, k: int
-) -> FloatArray:
+def _population_confusion(rng: np.random.Generator, pop: Population, k: int) -> FloatArray:
     acc = rng.beta(*pop.accuracy, size=pop.n_voters)
     errors = rng.dirichlet(np.full(k - 1, pop.error_concentration), size=(pop.n_voters, k))
     conf = np.zeros((pop.n_voters, k, k))
@@ -177,7 +177,11 @@ def simulate_policy(
         if calibrate is not None:
             probs = calibrate(probs)
         d = decide(
-            probs, taken[idx], matrices, kinds.names, policy,
+            probs,
+            taken[idx],
+            matrices,
+            kinds.names,
+            policy,
             available=taken[idx] < have[idx],
         )
         done = d.code != Decision.MORE
@@ -202,3 +206,60 @@ def simulate_policy(
         label=final_probs[items].argmax(axis=1),
         confidence=final_probs[items].max(axis=1),
     )
+
+
+@dataclass(frozen=True)
+class OptionVoterGroup:
+    """Voters choosing among options: skill ``a`` plus first-option and longest-option pulls."""
+
+    n_voters: int
+    kind: str = "human"
+    per_item: int = 3
+    skill: float = 2.0
+    first_bias: float = 0.0
+    length_bias: float = 0.0
+
+
+@dataclass(frozen=True)
+class OptionSimulation:
+    items: OptionItems
+    votes: OptionVotes
+    truth: IntArray
+    kinds: VoterKinds
+    params: FloatArray
+
+
+def simulate_options(
+    n_items: int,
+    groups: Sequence[OptionVoterGroup],
+    *,
+    options: tuple[int, int] = (2, 5),
+    seed: int = 0,
+) -> OptionSimulation:
+    """Items with 2..5 options of random length; votes drawn from the options model itself."""
+    rng = np.random.default_rng(seed)
+    n_opt = rng.integers(options[0], options[1] + 1, size=n_items)
+    m = int(n_opt.max())
+    length = np.where(
+        np.arange(m)[None, :] < n_opt[:, None], rng.lognormal(4.0, 0.6, size=(n_items, m)), np.nan
+    )
+    items = OptionItems(length)
+    truth = (rng.random(n_items) * n_opt).astype(np.int64)
+    pos, ln = items.features()
+    params, kinds, item_l, voter_l = [], [], [], []
+    offset = 0
+    for g in groups:
+        params.append(np.tile([g.skill, g.first_bias, g.length_bias], (g.n_voters, 1)))
+        kinds.append(np.full(g.n_voters, DEFAULT_KINDS.index(g.kind), dtype=np.int64))
+        pick = np.argsort(rng.random((n_items, g.n_voters)), axis=1)[:, : g.per_item]
+        item_l.append(np.repeat(np.arange(n_items), g.per_item))
+        voter_l.append(pick.ravel() + offset)
+        offset += g.n_voters
+    theta = np.concatenate(params).astype(np.float64)
+    item, voter = np.concatenate(item_l), np.concatenate(voter_l)
+    hit = np.arange(m)[None, :] == truth[item][:, None]
+    logits = theta[voter, 0:1] * hit + theta[voter, 1:2] * pos[item] + theta[voter, 2:3] * ln[item]
+    logits = np.where(items.valid[item], logits, -np.inf)
+    choice = _sample_rows(rng, softmax_rows(logits))
+    votes = OptionVotes(item, voter, choice, n_items, offset)
+    return OptionSimulation(items, votes, truth, VoterKinds(np.concatenate(kinds)), theta)
