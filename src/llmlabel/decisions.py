@@ -6,7 +6,8 @@ For single choice it also measures calibration on held-out gold and applies the 
 repair, and routes by expected information gain per unit cost. ``after_vote`` re-decides one
 item with the fitted model, without a refit: the item's few votes are re-scored in
 O(votes × K). Fits are cached per process and refreshed when stale, so several API workers
-each keep a recent model without coordinating.
+each keep a recent model without coordinating; a refit inside a request refits the model
+only, and re-deciding every item is left to explicit refits and the server's periodic one.
 
 Structured label types (multi-label, taxonomy, options) use their engine models for the
 posterior and a simpler route: an LLM vote while some LLM labeler has not voted, else a
@@ -23,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from sqlalchemy import bindparam, update
+from sqlalchemy import bindparam, func, update
 from sqlmodel import Session, select
 
 from llmlabel.config import ProjectConfig
@@ -134,9 +135,18 @@ def _single_votes(t: VoteTable, classes: list[str]) -> Votes:
                  n_items=t.n_items, n_voters=t.n_voters, n_classes=len(classes), confidence=t.confidence)
 
 
-def refit(session: Session, *, project: Project, config: ProjectConfig) -> RefitReport:
-    """Fit reliability on everything known and re-decide every item of the project."""
-    started = time.perf_counter()
+@dataclass
+class _Fitted:
+    fit: Fit
+    item_ids: np.ndarray
+    table: VoteTable
+    gold_by_item: dict[int, Any]
+    n_votes: int
+    n_gold: int
+
+
+def _fit_project(session: Session, project: Project, config: ProjectConfig) -> _Fitted:
+    """Read every vote and gold label and fit the engine; writes nothing but the fit cache."""
     rows = list(session.exec(
         select(Vote.item_id, Vote.voter_id, Vote.label, Vote.confidence, Voter.kind)
         .join(Voter, Voter.id == Vote.voter_id)  # type: ignore[arg-type]
@@ -149,8 +159,6 @@ def refit(session: Session, *, project: Project, config: ProjectConfig) -> Refit
         select(Item.id, Item.fields if need_fields else Item.id).where(Item.project_id == project.id).order_by(Item.id)  # type: ignore[arg-type]
     ).all()
     item_ids = np.array([r[0] for r in item_rows], dtype=np.int64)
-    if len(item_ids) == 0:
-        return RefitReport(0, 0, 0, {}, None, None, None, time.perf_counter() - started)
     voter_ids = sorted(kind_of)
     voter_code = {v: i for i, v in enumerate(voter_ids)}
     table = _table(rows, item_ids, voter_code, [kind_of[v] for v in voter_ids],
@@ -159,7 +167,7 @@ def refit(session: Session, *, project: Project, config: ProjectConfig) -> Refit
     gold = {row_of[i]: lab for i, lab, _ in gold_rows if i in row_of}
     weight = {row_of[i]: w for i, _, w in gold_rows if i in row_of}
     fit = Fit(voter_code, table.kinds, time.time(), project.config_hash)
-    if isinstance(config.labels, SingleChoice):
+    if len(item_ids) and isinstance(config.labels, SingleChoice):
         fit.classes = config.labels.class_names
         votes = _single_votes(table, fit.classes)
         g_rows = np.array(sorted(gold), dtype=np.int64)
@@ -170,16 +178,22 @@ def refit(session: Session, *, project: Project, config: ProjectConfig) -> Refit
         if voted_gold >= MIN_GOLD_FOR_CALIBRATION:
             fit.calibration = calibrate(fit.model, votes, g, kinds=table.kinds)
         fit.accuracy = _accuracies(fit.model, voter_ids)
-    else:
+    elif len(item_ids):
         fit.structured = structured_model(config.labels, config.policy.target_confidence)
         fit.structured.fit(table, gold, weight)
     with _lock:
         _fits[project.id] = fit  # type: ignore[index]
-    gold_by_item = {int(item_ids[r]): lab for r, lab in gold.items()}
-    by_status = _decide_and_store(session, project, config, fit, item_ids, table, gold_by_item)
-    cal = fit.calibration
+    return _Fitted(fit, item_ids, table, {int(item_ids[r]): lab for r, lab in gold.items()}, len(rows), len(gold))
+
+
+def refit(session: Session, *, project: Project, config: ProjectConfig) -> RefitReport:
+    """Fit reliability on everything known and re-decide every item of the project."""
+    started = time.perf_counter()
+    f = _fit_project(session, project, config)
+    by_status = _decide_and_store(session, project, config, f.fit, f.item_ids, f.table, f.gold_by_item) if len(f.item_ids) else {}
+    cal = f.fit.calibration
     return RefitReport(
-        items=len(item_ids), votes=len(rows), gold=len(gold), by_status=by_status,
+        items=len(f.item_ids), votes=f.n_votes, gold=f.n_gold, by_status=by_status,
         calibration_method=cal.method if cal else None, ece_before=cal.ece_before if cal else None,
         ece_after=cal.ece_after if cal else None, seconds=time.perf_counter() - started,
     )
@@ -229,6 +243,13 @@ def _decide_and_store(
             by_item[i].append((names[t.kinds.kind[vo]], lab))
         for r in escalated:
             values[r]["conflict_kind"] = conflict_kind(by_item[r])
+    writable = select(Item.id).where(Item.id.in_(item_ids.tolist()))  # type: ignore[attr-defined]
+    if len(item_ids) > 1 and session.get_bind().dialect.name == "postgresql":
+        # Never wait on a row another transaction holds: such an item is being voted on, and
+        # that vote re-decides it. A bulk update that waits can close a deadlock cycle.
+        locked = set(session.exec(writable.with_for_update(skip_locked=True)).all())
+    else:
+        locked = set(item_ids.tolist())
     adjudicated = set(session.exec(
         select(Item.id).where(Item.id.in_(item_ids.tolist()), Item.decided_by == "adjudication")  # type: ignore[attr-defined]
     ).all())
@@ -237,6 +258,8 @@ def _decide_and_store(
     for r, item_id in enumerate(item_ids.tolist()):
         if item_id in adjudicated:
             by_status["final"] += 1
+            continue
+        if item_id not in locked:
             continue
         v = values[r]
         if item_id in gold:
@@ -319,9 +342,7 @@ def _fit_for(session: Session, project: Project, config: ProjectConfig) -> Fit:
     with _lock:
         fit = _fits.get(project.id)  # type: ignore[arg-type]
     if fit is None or fit.config_hash != project.config_hash or time.time() - fit.fitted_at > REFIT_SECONDS:
-        refit(session, project=project, config=config)
-        with _lock:
-            fit = _fits[project.id]  # type: ignore[index]
+        fit = _fit_project(session, project, config).fit  # the model only: other items are left as they are
     return fit
 
 
@@ -353,3 +374,25 @@ def voter_reliabilities(session: Session, *, project: Project) -> dict[int, floa
     with _lock:
         fit = _fits.get(project.id)  # type: ignore[arg-type]
     return dict(fit.accuracy) if fit else {}
+
+
+def refit_changed(engine: Any, last_vote: dict[int, int]) -> int:
+    """Refit, each in its own transaction, the projects with votes since the last call; the
+    server runs this periodically so that improved reliabilities reach every item."""
+    from llmlabel.projects import project_config
+    from llmlabel.store.db import session_scope
+
+    with session_scope(engine) as session:
+        latest = dict(session.exec(select(Vote.project_id, func.max(Vote.id)).group_by(Vote.project_id)).all())
+    refitted = 0
+    for project_id, newest in latest.items():
+        if last_vote.get(project_id) == newest:
+            continue
+        with session_scope(engine) as session:
+            project = session.get(Project, project_id)
+            if project is None:
+                continue
+            refit(session, project=project, config=project_config(session, project=project))
+        last_vote[project_id] = newest
+        refitted += 1
+    return refitted

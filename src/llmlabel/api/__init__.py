@@ -13,16 +13,27 @@ from sqlalchemy.engine import Engine
 from llmlabel.api import errors
 from llmlabel.api.deps import ApiSettings
 from llmlabel.api.limits import BodySizeLimit
-from llmlabel.api.serialize import SerializeRequests
 from llmlabel.api.routes import batches, items, projects, quality, review, tasks, tokens
+from llmlabel.api.serialize import SerializeRequests
 from llmlabel.callbacks import deliver_due
+from llmlabel.decisions import refit_changed
 from llmlabel.web import pages
 
 log = logging.getLogger("llmlabel.api")
 
 
 def _lifespan(engine: Engine, settings: ApiSettings):  # type: ignore[no-untyped-def]
-    """Background work of a server: delivering due callbacks, once a second."""
+    """Background work of a server: delivering due callbacks, and refitting consensus for the
+    projects that received votes since the last round."""
+
+    async def refit_forever() -> None:
+        last_vote: dict[int, int] = {}
+        while True:
+            await asyncio.sleep(settings.refit_interval_seconds)
+            try:
+                await asyncio.to_thread(refit_changed, engine, last_vote)
+            except Exception:  # a failed round is retried at the next one
+                log.exception("periodic consensus refit failed")
 
     async def deliver_forever() -> None:
         while True:
@@ -34,9 +45,13 @@ def _lifespan(engine: Engine, settings: ApiSettings):  # type: ignore[no-untyped
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        task = asyncio.create_task(deliver_forever()) if settings.callback_interval_seconds > 0 else None
+        tasks = []
+        if settings.callback_interval_seconds > 0:
+            tasks.append(asyncio.create_task(deliver_forever()))
+        if settings.refit_interval_seconds > 0:
+            tasks.append(asyncio.create_task(refit_forever()))
         yield
-        if task is not None:
+        for task in tasks:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task

@@ -23,6 +23,7 @@ class ApiSettings:
     max_body_bytes: int = 2_000_000
     allow_private_callbacks: bool = False
     callback_interval_seconds: float = 1.0
+    refit_interval_seconds: float = 60.0
     web_cookie_name: str = "llmlabel_token"
 
 
@@ -41,7 +42,9 @@ def get_session(engine: Annotated[Engine, Depends(get_engine)]) -> Iterator[Sess
         yield session
 
 
-SessionDep = Annotated[Session, Depends(get_session)]
+# scope="function": commit before the response is sent, so a client never holds a 201 for a
+# vote that failed to commit, nor a lease token that is not visible yet to its next request.
+SessionDep = Annotated[Session, Depends(get_session, scope="function")]
 SettingsDep = Annotated[ApiSettings, Depends(get_settings)]
 
 
