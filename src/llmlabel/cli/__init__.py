@@ -10,7 +10,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from llmlabel.cli import data_cmds, db_cmds, label_cmds, quickstart_cmds, service_cmds
+from llmlabel.cli import data_cmds, db_cmds, label_cmds, quality_cmds, quickstart_cmds, service_cmds
 from llmlabel.errors import LLMLabelError
 
 app = typer.Typer(
@@ -24,6 +24,7 @@ data_cmds.register(app)
 label_cmds.register(app)
 service_cmds.register(app)
 quickstart_cmds.register(app)
+quality_cmds.register(app)
 app.add_typer(db_cmds.app, name="db")
 
 

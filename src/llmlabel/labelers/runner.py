@@ -1,0 +1,250 @@
+"""Many labelers over many items, concurrently, resumable, shareable between processes.
+
+Each labeler runs as a producer and ``concurrency`` workers. The producer claims items in
+small batches through the same leases human tasks use (``store.leases.claim(human=False)``), so
+several ``llmlabel label`` processes split the work and a dead process's items come back when
+its leases expire. It renders each item's first request and looks all of a batch's request
+hashes up in the ledger at once, so a resumed or repeated run answers them without a call.
+Workers turn items into votes; the vote and the lease's end are written together. All of a
+run's writes (claims, ledger rows, votes, releases) go through its single writer thread: on
+SQLite, writers on several connections of one process would queue on the file lock through
+SQLite's sleeping busy handler, which costs far more than the writes.
+
+Stopping early (budget spent, a labeler's key rejected, Ctrl-C) releases the unstarted
+leases at once, so the items are immediately available to the next run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.engine import Engine
+from sqlmodel import Session
+
+from llmlabel.config import LabelerConfig, ProjectConfig
+from llmlabel.errors import BudgetExceededError, ProviderError
+from llmlabel.labelers.completion import Completer
+from llmlabel.labelers.ledger import Budget, Writer, lookup, spent
+from llmlabel.labelers.limits import Limits
+from llmlabel.labelers.llm import Endpoint, ItemFailed, LLMLabeler, Work
+from llmlabel.labelers.prompts import FewShot, Prompter
+from llmlabel.projects import get_or_create_voter
+from llmlabel.store import leases
+from llmlabel.store.db import reader
+from llmlabel.store.tables import Gold, Item
+from llmlabel.votes import VoteInput, record_vote
+
+
+@dataclass
+class LabelerStats:
+    name: str
+    items: int = 0
+    votes: int = 0
+    abstentions: int = 0
+    failed: int = 0
+    calls: int = 0
+    cache_hits: int = 0
+    cost_usd: float = 0.0
+    stopped: str | None = None
+
+
+@dataclass
+class RunReport:
+    run_id: str
+    labelers: list[LabelerStats]
+    seconds: float = 0.0
+    spent_usd: float = 0.0
+    budget_usd: float | None = None
+    budget_reached: bool = False
+    errors: list[str] = field(default_factory=list)
+
+    @property
+    def votes(self) -> int:
+        return sum(s.votes for s in self.labelers)
+
+    @property
+    def items_per_second(self) -> float:
+        items = max((s.items for s in self.labelers), default=0)
+        return items / self.seconds if self.seconds > 0 else 0.0
+
+
+@dataclass
+class LabelerSpec:
+    """A configured labeler bound to where its calls go and what answers them."""
+
+    config: LabelerConfig
+    endpoint: Endpoint
+    completer: Completer
+
+
+Progress = Callable[[LabelerStats], None]
+
+
+def default_run_id(config: ProjectConfig) -> str:
+    """Same project and same config → same run (so a restart keeps the budget it has spent)."""
+    return f"{config.name}-{config.content_hash()[:12]}"[:64]
+
+
+def _load_gold(engine: Engine, project_id: int) -> list[tuple[int, dict[str, Any], Any]]:
+    with Session(reader(engine)) as session:
+        rows = session.execute(
+            select(Gold.item_id, Item.fields, Gold.label).join(Item, Item.id == Gold.item_id)  # type: ignore[arg-type]
+            .where(Gold.project_id == project_id, Gold.split == "dev").order_by(Gold.item_id)
+        ).all()
+    return [(int(i), dict(f), lab) for i, f, lab in rows]
+
+
+def _claim(project_id: int, voter_id: int, limit: int, lease_seconds: int) -> Callable[[Session], Any]:
+    def op(session: Session) -> list[tuple[int, int, dict[str, Any]]]:
+        claims = leases.claim(session, project_id=project_id, voter_id=voter_id, human=False,
+                              limit=limit, lease_seconds=lease_seconds)
+        if not claims:
+            return []
+        fields = dict(session.execute(
+            select(Item.id, Item.fields).where(Item.id.in_([c.item_id for c in claims]))  # type: ignore[union-attr]
+        ).all())
+        return [(c.item_id, c.lease_id, fields[c.item_id]) for c in claims]
+
+    return op
+
+
+def _release(lease_ids: list[int]) -> Callable[[Session], Any]:
+    return lambda session: leases.release(session, lease_ids=lease_ids)
+
+
+class Run:
+    """One ``llmlabel label`` run over a project's pending items."""
+
+    def __init__(
+        self, *, engine: Engine, config: ProjectConfig, project_id: int, specs: Sequence[LabelerSpec],
+        run_id: str | None = None, budget_usd: float | None = None, limit: int | None = None,
+        project_dir: Path | None = None, progress: Progress | None = None,
+    ) -> None:
+        self.engine, self.config, self.project_id, self.specs = engine, config, project_id, list(specs)
+        self.run_id = run_id or default_run_id(config)
+        self.budget_usd = budget_usd if budget_usd is not None else config.policy.budget_usd
+        self.limit, self.project_dir, self.progress = limit, project_dir, progress
+        self.lease_seconds = config.policy.lease_seconds
+
+    async def run(self) -> RunReport:
+        started = time.perf_counter()
+        budget = Budget(self.budget_usd, await asyncio.to_thread(spent, self.engine, self.run_id))
+        report = RunReport(run_id=self.run_id, labelers=[], budget_usd=self.budget_usd)
+        gold = await asyncio.to_thread(_load_gold, self.engine, self.project_id)
+        writer = Writer(self.engine)
+        try:
+            tasks = [self._labeler(spec, budget, writer, gold, report) for spec in self.specs]
+            await asyncio.gather(*tasks)
+        finally:
+            await asyncio.to_thread(writer.close)
+        report.seconds = time.perf_counter() - started
+        report.spent_usd = budget.spent
+        report.budget_reached = budget.exhausted
+        return report
+
+    async def _labeler(self, spec: LabelerSpec, budget: Budget, writer: Writer,
+                       gold: list[tuple[int, dict[str, Any], Any]], report: RunReport) -> None:
+        cfg = spec.config
+        stats = LabelerStats(cfg.name)
+        report.labelers.append(stats)
+        voter_id: int = await writer.submit(
+            lambda s: get_or_create_voter(s, project_id=self.project_id, name=cfg.name, kind=cfg.kind).id
+        )
+        prompter = Prompter(self.config, cfg, self.project_dir)
+        labeler = LLMLabeler(
+            self.config, cfg, endpoint=spec.endpoint, completer=spec.completer, prompter=prompter,
+            few_shot=FewShot(prompter, gold if cfg.few_shot.count else []), writer=writer, budget=budget,
+            limits=Limits(concurrency=cfg.concurrency, rpm=cfg.requests_per_minute, tpm=cfg.tokens_per_minute),
+            project_id=self.project_id, run_id=self.run_id,
+        )
+        work: asyncio.Queue[Work | None] = asyncio.Queue(maxsize=cfg.concurrency * 2)
+        pending_writes: list[asyncio.Future[Any]] = []
+        stop = asyncio.Event()
+        consecutive_failures = 0
+        mine: set[int] = set()  # items this process holds: a lease of ours that lapsed while the
+        # item waited in the queue comes back from claim(), and must not be asked twice
+
+        async def produce() -> None:
+            claimed = 0
+            batch = max(8, min(cfg.concurrency * 2, 256))  # small: a leased item starts soon after
+            while not stop.is_set() and (self.limit is None or claimed < self.limit):
+                n = batch if self.limit is None else min(batch, self.limit - claimed)
+                rows = await writer.submit(_claim(self.project_id, voter_id, n, self.lease_seconds))
+                if not rows:
+                    break
+                rows = [r for r in rows if r[0] not in mine]
+                mine.update(r[0] for r in rows)
+                claimed += len(rows)
+                units = [labeler.prepare(item_id, lease_id, fields) for item_id, lease_id, fields in rows]
+                hits = await asyncio.to_thread(lookup, self.engine, [u.hash for u in units])
+                for u in units:
+                    u.cached = hits.get(u.hash)
+                    await work.put(u)
+            for _ in range(cfg.concurrency):
+                await work.put(None)
+
+        def halt(reason: str) -> None:
+            if stats.stopped is None:
+                stats.stopped = reason
+                report.errors.append(f"{cfg.name}: {reason}")
+            stop.set()
+
+        async def consume() -> None:
+            while (unit := await work.get()) is not None:
+                try:
+                    await one(unit)
+                finally:
+                    mine.discard(unit.item_id)
+
+        async def one(unit: Work) -> None:
+            nonlocal consecutive_failures
+            if stop.is_set():
+                await writer.submit(_release([unit.lease_id]))
+                return
+            try:
+                vote, tally = await labeler.label(unit)
+            except BudgetExceededError as exc:
+                halt(str(exc))
+                await writer.submit(_release([unit.lease_id]))
+                return
+            except ProviderError as exc:
+                halt(str(exc))
+                await writer.submit(_release([unit.lease_id]))
+                return
+            except ItemFailed as exc:
+                stats.failed += 1
+                consecutive_failures += 1
+                await writer.submit(_release([unit.lease_id]))
+                if consecutive_failures >= 5:
+                    halt(f"stopped after {consecutive_failures} items in a row failed; last: {exc}")
+                return
+            consecutive_failures = 0
+            stats.items += 1
+            stats.votes += 1
+            stats.abstentions += vote.label is None
+            stats.calls += tally.calls
+            stats.cache_hits += tally.cache_hits
+            stats.cost_usd += tally.cost
+            pending_writes.append(writer.submit(_vote_op(self.project_id, unit, voter_id, vote)))
+            if self.progress is not None:
+                self.progress(stats)
+
+        await asyncio.gather(produce(), *(consume() for _ in range(cfg.concurrency)))
+        if pending_writes:
+            await asyncio.gather(*pending_writes)
+
+
+def _vote_op(project_id: int, unit: Work, voter_id: int, vote: VoteInput) -> Callable[[Session], Any]:
+    def op(session: Session) -> None:
+        record_vote(session, project_id=project_id, item_id=unit.item_id, voter_id=voter_id, vote=vote)
+        leases.finish(session, lease_id=unit.lease_id)
+
+    return op
+
+

