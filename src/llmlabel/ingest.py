@@ -175,11 +175,22 @@ def _store_items(
     if not fresh:
         return
     items = Item.__table__  # type: ignore[attr-defined]
+    now = utcnow()
+    constant = {"project_id": project.id, "status": "open", "vote_count": 0, "priority": 0.0,
+                "created_at": now, "updated_at": now}
+    postgres = session.get_bind().dialect.name == "postgresql"
+    inserted: set[str] = set()
+    if postgres:
+        # Insert first and look up only the ids that were already there: inside one long import
+        # transaction PostgreSQL plans a lookup by the table's size at the start (quadratic).
+        inserted = _insert_new_postgres(session, constant, [(e, f, d) for e, (_, f, d, _) in fresh.items()])
+        report.inserted += len(inserted)
+    maybe_known = [ext for ext in fresh if ext not in inserted]
     known = session.execute(
         select(items.c.external_id, items.c.content_hash).where(
-            items.c.project_id == project.id, items.c.external_id.in_(list(fresh))
+            items.c.project_id == project.id, items.c.external_id.in_(maybe_known)
         )
-    ).all()
+    ).all() if maybe_known else []
     known_ids: set[str] = set()
     for ext, digest in known:
         line, fields, new_digest, _ = fresh[ext]
@@ -192,16 +203,26 @@ def _store_items(
             continue
         report.unchanged += 1
         known_ids.add(ext)
-    now = utcnow()
-    constant = {"project_id": project.id, "status": "open", "vote_count": 0, "priority": 0.0,
-                "created_at": now, "updated_at": now}
-    new_rows = [(ext, f, d) for ext, (_, f, d, _) in fresh.items() if ext not in known_ids]
+    new_rows = [(ext, f, d) for ext, (_, f, d, _) in fresh.items() if ext not in known_ids and ext not in inserted]
     if new_rows:
         _insert_items(session, constant, new_rows)
         report.inserted += len(new_rows)
     gold_rows = [(ext, line, label) for ext, (line, _, _, label) in fresh.items() if label is not None]
     if gold_rows:
         report.gold_inserted += _store_gold(session, project, gold_rows, 1.0, None, rejects, where)[0]
+
+
+def _insert_new_postgres(
+    session: Session, constant: dict[str, Any], rows: list[tuple[str, dict[str, Any], str]]
+) -> set[str]:
+    """Insert the rows whose id is new; returns those ids (the others already existed)."""
+    from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+    items = Item.__table__  # type: ignore[attr-defined]
+    stmt = (pg_insert(items).on_conflict_do_nothing(index_elements=["project_id", "external_id"])
+            .returning(items.c.external_id))
+    result = session.execute(stmt, [{**constant, "external_id": e, "fields": f, "content_hash": d} for e, f, d in rows])
+    return set(result.scalars())
 
 
 def _insert_items(session: Session, constant: dict[str, Any], rows: list[tuple[str, dict[str, Any], str]]) -> None:

@@ -109,7 +109,8 @@ def current_revision(engine: Engine) -> str | None:
                 return None
             return conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
     except OperationalError as exc:
-        raise StorageError(f"cannot open the database at {engine.url!r}: {exc.orig}") from None
+        first_line = str(exc.orig).strip().splitlines()[0] if str(exc.orig).strip() else type(exc.orig).__name__
+        raise StorageError(f"cannot open the database at {engine.url.render_as_string()!r}: {first_line}") from None
 
 
 def upgrade(engine: Engine) -> tuple[str | None, str]:
