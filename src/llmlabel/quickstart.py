@@ -131,8 +131,16 @@ def run(workdir: Path, *, progress: Progress = print, label_with_llm: bool = Tru
         from llmlabel.labelers.service import label_project
 
         progress("labeling every item with the local model (SmolLM2-135M via llama.cpp)…")
-        report = label_project(engine, config=config, project_id=project.id, progress=_quiet)  # type: ignore[arg-type]
-        progress(f"LLM labeling: {report.summary_line()}" if hasattr(report, "summary_line") else "LLM labeling done")
+        shown = [0]
+
+        def llm_progress(stats: Any) -> None:
+            if stats.items >= shown[0] + 25:
+                shown[0] = stats.items
+                progress(f"  {stats.name}: {stats.items} items labeled")
+
+        report = label_project(engine, config=config, project_id=project.id, progress=llm_progress)  # type: ignore[arg-type]
+        progress(f"LLM labeling: {report.votes} votes in {report.seconds:.0f} s "
+                 f"({report.items_per_second:.2f} items/s), ${report.spent_usd:.4f}")
 
     with session_scope(engine) as session:
         refit(session, project=project, config=config)

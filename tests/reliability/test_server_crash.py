@@ -3,6 +3,7 @@ retry with their Idempotency-Keys: every acknowledged vote is stored once, none 
 
 from __future__ import annotations
 
+import functools
 import os
 import random
 import signal
@@ -90,8 +91,8 @@ def test_votes_survive_kill_9_of_the_server(engine, db_url: str, tmp_path: Path)
                     continue
                 lease = r.json()["lease_token"]
                 body, key = {"label": rng.choice("ab")}, f"{seed}-{lease}"
-                v = _until_answered(lambda: client.post(f"/api/v1/projects/crash/tasks/{lease}/vote", json=body,
-                                                         headers={"Idempotency-Key": key}))
+                v = _until_answered(functools.partial(client.post, f"/api/v1/projects/crash/tasks/{lease}/vote",
+                                                      json=body, headers={"Idempotency-Key": key}))
                 with lock:
                     statuses[v.status_code] += 1
                     if v.status_code == 201:
