@@ -22,7 +22,7 @@ from llmlabel.errors import ConflictError, InputError, NotFoundError
 from llmlabel.rendering import render_item
 from llmlabel.store.tables import Adjudication, Gold, Item, Lease, Project, Vote, Voter, utcnow
 
-CONFLICT_KINDS = ("llm_vs_llm", "llm_vs_human", "human_vs_human", "none")
+CONFLICT_KINDS = ("llm_vs_llm", "llm_vs_human", "human_vs_human", "audit", "none")
 
 
 @dataclass

@@ -243,21 +243,24 @@ def _decide_and_store(
             by_item[i].append((names[t.kinds.kind[vo]], lab))
         for r in escalated:
             values[r]["conflict_kind"] = conflict_kind(by_item[r])
-    writable = select(Item.id).where(Item.id.in_(item_ids.tolist()))  # type: ignore[attr-defined]
+    # One item, or the whole project: a filter by project avoids an IN list of every item id
+    # (SQLite caps the number of variables in a statement).
+    scope = Item.id == int(item_ids[0]) if len(item_ids) == 1 else Item.project_id == project.id
     if len(item_ids) > 1 and session.get_bind().dialect.name == "postgresql":
         # Never wait on a row another transaction holds: such an item is being voted on, and
         # that vote re-decides it. A bulk update that waits can close a deadlock cycle.
-        locked = set(session.exec(writable.with_for_update(skip_locked=True)).all())
+        locked = set(session.exec(select(Item.id).where(scope).with_for_update(skip_locked=True)).all())
     else:
         locked = set(item_ids.tolist())
-    adjudicated = set(session.exec(
-        select(Item.id).where(Item.id.in_(item_ids.tolist()), Item.decided_by == "adjudication")  # type: ignore[attr-defined]
-    ).all())
+    current = {r[0]: r for r in session.exec(
+        select(Item.id, Item.status, Item.decided_by, Item.decided_at, Item.conflict_kind).where(scope)  # type: ignore[arg-type]
+    ).all()}
     now = utcnow()
     out, by_status = [], defaultdict(int)
     for r, item_id in enumerate(item_ids.tolist()):
-        if item_id in adjudicated:
-            by_status["final"] += 1
+        _, status, decided_by, decided_at, conflict = current[item_id]
+        if decided_by == "adjudication" or (status == "escalated" and conflict == "audit"):
+            by_status[status] += 1  # settled by a reviewer, or waiting for one to audit it
             continue
         if item_id not in locked:
             continue
@@ -265,7 +268,9 @@ def _decide_and_store(
         if item_id in gold:
             v.update(status="final", final_label=gold[item_id], confidence=1.0, decided_by="gold", decided_level=None,
                      next_kind=None, votes_needed=0, priority=0.0, conflict_kind=None)
-        v.update(_id=item_id, updated_at=now, decided_at=now if v["status"] == "final" else None)
+        final_before = status == "final" and decided_at is not None
+        v.update(_id=item_id, updated_at=now,
+                 decided_at=(decided_at if final_before else now) if v["status"] == "final" else None)
         by_status[v["status"]] += 1
         out.append(v)
     if out:

@@ -205,6 +205,9 @@ def agreement_cmd(project: ProjectOpt = Path("llmlabel.yaml"), db: DbOpt = None,
                       ("Fleiss κ, humans", s.human_fleiss), ("κ, LLM majority vs human majority", s.llm_vs_human_kappa),
                       ("agreement, LLM majority vs human majority", s.llm_vs_human_agreement)):
         t.add_row(label, _iv(iv), str(iv.n))
+    if s.human_alpha_interval is not None:
+        t.add_row("Krippendorff α (interval: classes are numbers), humans", _iv(s.human_alpha_interval),
+                  str(s.human_alpha_interval.n))
     out.print(t)
     if s.pairs:
         pt = Table("voter", "voter", "shared", "agreement", "Cohen κ [95%]", title="pairs (most shared first)", title_justify="left")
