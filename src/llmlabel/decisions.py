@@ -186,11 +186,16 @@ def _fit_project(session: Session, project: Project, config: ProjectConfig) -> _
     return _Fitted(fit, item_ids, table, {int(item_ids[r]): lab for r, lab in gold.items()}, len(rows), len(gold))
 
 
-def refit(session: Session, *, project: Project, config: ProjectConfig) -> RefitReport:
-    """Fit reliability on everything known and re-decide every item of the project."""
+def refit(session: Session, *, project: Project, config: ProjectConfig, final_round: bool = False) -> RefitReport:
+    """Fit reliability on everything known and re-decide every item of the project.
+
+    ``final_round``: no more human votes are coming (a batch closes, a crowd is done), so an
+    item that is not settled now is escalated to review instead of waiting for one.
+    """
     started = time.perf_counter()
     f = _fit_project(session, project, config)
-    by_status = _decide_and_store(session, project, config, f.fit, f.item_ids, f.table, f.gold_by_item) if len(f.item_ids) else {}
+    by_status = _decide_and_store(session, project, config, f.fit, f.item_ids, f.table, f.gold_by_item,
+                                  humans_available=not final_round) if len(f.item_ids) else {}
     cal = f.fit.calibration
     return RefitReport(
         items=len(f.item_ids), votes=f.n_votes, gold=f.n_gold, by_status=by_status,
@@ -222,6 +227,7 @@ def _machine_left(config: ProjectConfig, t: VoteTable, n: int) -> np.ndarray:
 def _decide_and_store(
     session: Session, project: Project, config: ProjectConfig, fit: Fit, item_ids: np.ndarray, t: VoteTable,
     gold: dict[int, Any],
+    humans_available: bool = True,
 ) -> dict[str, int]:
     n = len(item_ids)
     names = DEFAULT_KINDS
@@ -230,7 +236,7 @@ def _decide_and_store(
     np.add.at(counts, (t.item[cast], t.kinds.kind[t.voter[cast]]), 1)
     human = counts[:, [names.index(k) for k in _HUMAN]].sum(axis=1)
     available = _machine_left(config, t, n)
-    available[:, names.index("human")] = True
+    available[:, names.index("human")] = humans_available
     if fit.model is not None:
         values = _single_choice(config, fit, t, counts, available)
     else:
@@ -329,7 +335,7 @@ def _structured(config: ProjectConfig, scored: list[Scored], counts: np.ndarray,
         if (leaf_reached and humans_ok) or (spent and reached and humans_ok):
             v.update(status="final", final_label=s.label, decided_by="consensus" if human[r] else "auto",
                      next_kind=None, votes_needed=0, priority=0.0)
-        elif spent:
+        elif spent or not (machine_left[r] or available[r, names.index("human")]):
             v.update(status="escalated", final_label=None, decided_by=None, next_kind=None, votes_needed=0, priority=0.0)
         else:
             nk = "llm" if machine_left[r] and not (leaf_reached and not humans_ok) else "human"

@@ -95,7 +95,9 @@ def _replay_worker(base: str, project: str, token: str, answers: dict[str, str])
             voted += 1
 
 
-def run(workdir: Path, *, progress: Progress = print, label_with_llm: bool = True, threads: int = 8) -> Summary:
+def run(
+    workdir: Path, *, progress: Progress = print, label_with_llm: bool = True, threads: int = 8, items: int = 100,
+) -> Summary:
     src = sample_dir()
     if workdir.exists():
         shutil.rmtree(workdir)
@@ -113,7 +115,11 @@ def run(workdir: Path, *, progress: Progress = print, label_with_llm: bool = Tru
     with session_scope(engine) as session:
         project = sync_project(session, config=config)
 
-    gold_rows = _read_csv(src / "gold.csv")
+    sample = [json.loads(line) for line in (src / "items.jsonl").read_text(encoding="utf-8").splitlines()][:items]
+    keep = {row["id"] for row in sample}
+    items_file = workdir / "items.jsonl"
+    items_file.write_text("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in sample), encoding="utf-8")
+    gold_rows = [r for r in _read_csv(src / "gold.csv") if r["id"] in keep]
     truth = {r["id"]: r["label"] for r in gold_rows}
     known = [r for r in gold_rows if gold_split(r["id"], 1 - GOLD_SHARE) == "dev"]
     held_out = {r["id"] for r in gold_rows} - {r["id"] for r in known}
@@ -122,7 +128,7 @@ def run(workdir: Path, *, progress: Progress = print, label_with_llm: bool = Tru
         writer = csv.DictWriter(fh, fieldnames=["id", "label", "split"])
         writer.writeheader()
         writer.writerows({"id": r["id"], "label": r["label"], "split": "dev"} for r in known)
-    rep = import_items(engine, project=project, config=config, path=src / "items.jsonl")
+    rep = import_items(engine, project=project, config=config, path=items_file)
     import_gold(engine, project=project, config=config, path=gold_file)
     progress(f"imported {rep.inserted} RTE items and {len(known)} gold labels "
              f"({len(held_out)} held back to measure accuracy)")
@@ -146,7 +152,8 @@ def run(workdir: Path, *, progress: Progress = print, label_with_llm: bool = Tru
         refit(session, project=project, config=config)
         votes_by_worker: dict[str, dict[str, str]] = defaultdict(dict)
         for row in _read_csv(src / "votes.csv"):
-            votes_by_worker[row["worker"]][row["id"]] = row["label"]
+            if row["id"] in keep:
+                votes_by_worker[row["worker"]][row["id"]] = row["label"]
         tokens = {w: create_token(session, name=f"mturk-{w}", role="annotator", projects=[project]) for w in votes_by_worker}
         reviewer = create_token(session, name="reviewer", role="reviewer", projects=[project])
     available = sum(len(v) for v in votes_by_worker.values())
@@ -160,8 +167,12 @@ def run(workdir: Path, *, progress: Progress = print, label_with_llm: bool = Tru
             ))
         used = sum(v for v, _ in results)
         progress(f"workers answered {used} tasks and handed back {sum(r for _, r in results)}")
-        with session_scope(engine) as session:
-            refit(session, project=project, config=config)
+        with session_scope(engine) as session:  # the crowd is spent: what is not settled goes to review
+            report = refit(session, project=project, config=config, final_round=True)
+        if report.calibration_method:
+            progress(f"calibration on held-out gold: ECE {report.ece_before:.3f} → {report.ece_after:.3f} ({report.calibration_method})")
+        else:
+            progress("calibration: not measured: too few gold items received votes (needs 30)")
         resolved = _review(server.url, config.name, reviewer, truth, progress)
 
     exports = {}

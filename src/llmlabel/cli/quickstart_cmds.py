@@ -13,6 +13,7 @@ from rich.table import Table
 def quickstart(
     workdir: Annotated[Path, typer.Option("--dir", help="where the project, database and outputs go (replaced)")] = Path("llmlabel-quickstart"),
     no_llm: Annotated[bool, typer.Option("--no-llm", help="skip the local LLM labeler")] = False,
+    items: Annotated[int, typer.Option("--items", min=20, max=200, help="how many of the 200 shipped RTE pairs to use")] = 100,
 ) -> None:
     """Label a real 200-item dataset end to end: LLM votes, real crowd votes replayed through
     the API, dynamic consensus, review, export."""
@@ -24,7 +25,7 @@ def quickstart(
             out.print(f"[green]•[/] {message}", highlight=False)
             status.update(message)
 
-        s = run(workdir, progress=progress, label_with_llm=not no_llm)
+        s = run(workdir, progress=progress, label_with_llm=not no_llm, items=items)
     table = Table("", "", title="quickstart summary", show_header=False)
     acc = f"{s.accuracy:.1%} on {s.accuracy_items} final items with held-back gold" if s.accuracy is not None else "-"
     table.add_row("items", f"{s.items}: {s.final} final, {s.escalated} escalated, {s.open} open")

@@ -73,13 +73,17 @@ def token_revoke(
     Console().print(f"revoked {n} token(s) of {name}")
 
 
-def consensus(project: ProjectOpt = Path("llmlabel.yaml"), db: DbOpt = None) -> None:
+def consensus(
+    project: ProjectOpt = Path("llmlabel.yaml"),
+    db: DbOpt = None,
+    final_round: Annotated[bool, typer.Option("--final-round", help="no more human votes are coming: escalate what is not settled")] = False,
+) -> None:
     """Refit voter reliability on gold and every vote, then decide every item."""
     from llmlabel.decisions import refit  # numpy/scipy: loaded only by the commands that need them
 
     ctx = open_project(project, db)
     with session_scope(ctx.engine) as session:
-        report = refit(session, project=ctx.project, config=ctx.config)
+        report = refit(session, project=ctx.project, config=ctx.config, final_round=final_round)
     out = Console()
     out.print(f"{report.items} items, {report.votes} votes, {report.gold} gold; fitted in {report.seconds:.2f} s")
     table = Table("status", "items")

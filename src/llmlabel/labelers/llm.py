@@ -57,6 +57,9 @@ class ItemFailed(Exception):
     """Transient failures outlasted the retries: the item gets no vote this run."""
 
 
+RATIONALE_MAX_CHARS = 100
+
+
 @dataclass
 class Endpoint:
     """Where a labeler's calls go: litellm model string, optional base URL and key."""
@@ -114,6 +117,10 @@ class LLMLabeler:
             params["response_format"] = self.labeler.params["response_format"]
         else:
             schema = json_schema(self.schema, fields, verbalized=self.method == "verbalized")
+            if not self.native_schema:
+                # A grammar-constrained server (llama.cpp) enforces this bound, and a small local
+                # model spends most of its time writing the rationale: keep it to a sentence.
+                schema["properties"]["rationale"]["maxLength"] = RATIONALE_MAX_CHARS
             params["response_format"] = (
                 {"type": "json_schema", "json_schema": {"name": "answer", "schema": schema, "strict": True}}
                 if self.native_schema else {"type": "json_object", "schema": schema}
