@@ -71,16 +71,17 @@ def create_token(
 
 
 def authenticate(session: Session, *, token: str) -> Principal:
-    row = session.exec(
-        select(ApiToken, Account)
-        .join(Account, Account.id == ApiToken.account_id)  # type: ignore[arg-type]
+    rows = session.exec(  # one query per request: the account and its projects
+        select(Account.id, Account.name, Account.role, Membership.project_id)
+        .join(ApiToken, ApiToken.account_id == Account.id)  # type: ignore[arg-type]
+        .outerjoin(Membership, Membership.account_id == Account.id)  # type: ignore[arg-type]
         .where(ApiToken.token_hash == hash_token(token), ApiToken.revoked_at.is_(None))  # type: ignore[union-attr]
-    ).first()
-    if row is None:
+    ).all()
+    if not rows:
         raise AuthenticationError("the API token is unknown or revoked; create one with `llmlabel token create`")
-    _, account = row
-    projects = session.exec(select(Membership.project_id).where(Membership.account_id == account.id)).all()
-    return Principal(account.id, account.name, account.role, frozenset(projects))  # type: ignore[arg-type]
+    account_id, name, role, _ = rows[0]
+    projects = frozenset(project_id for *_, project_id in rows if project_id is not None)
+    return Principal(account_id, name, role, projects)  # type: ignore[arg-type]
 
 
 def revoke_tokens(session: Session, *, name: str) -> int:

@@ -4,6 +4,7 @@ that retrying cannot fix (400) is attempted exactly once."""
 
 from __future__ import annotations
 
+import itertools
 import json
 from collections import defaultdict
 from pathlib import Path
@@ -60,7 +61,7 @@ def test_flaky_provider_labels_everything_and_respects_retry_after(engine, tmp_p
         if "UNFIXABLE" in attempts[0].last_user_message:
             # injected faults may come first and are retried; the 400 ends it at once
             assert [a.status for a in attempts].count(400) == 1 and attempts[-1].status == 400, "a 400 must not be retried"
-        for before, after in zip(attempts, attempts[1:], strict=False):
+        for before, after in itertools.pairwise(attempts):
             if before.status == 429:
                 waited = after.received_at - before.received_at
                 assert waited >= RETRY_AFTER - 0.02, f"retried {waited:.3f} s after a 429 with Retry-After {RETRY_AFTER}"

@@ -10,8 +10,8 @@ that no caller can bend them:
 - LLM labelers also answer gold items, decided or not, since that measures their reliability.
 
 On PostgreSQL the candidate items are locked ``FOR UPDATE SKIP LOCKED``, so concurrent
-claimers pass each other instead of queueing; on SQLite the write transaction (BEGIN
-IMMEDIATE) already serializes claims.
+claimers pass each other instead of queueing, and judged again once locked (see
+``_candidates``); on SQLite the write transaction (BEGIN IMMEDIATE) already serializes claims.
 """
 
 from __future__ import annotations
@@ -19,13 +19,17 @@ from __future__ import annotations
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy import and_, exists, func, or_, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
 
 from llmlabel.store.tables import Gold, Item, Lease, Vote, utcnow
 
 HUMAN_KINDS = ("human", "expert")
+RECHECK_ROUNDS = 5
+WINDOW = 64
 
 
 @dataclass(frozen=True)
@@ -36,10 +40,8 @@ class Claim:
     expires_at: datetime
 
 
-def _candidates(
-    session: Session, *, project_id: int, voter_id: int, human: bool, limit: int, now: datetime,
-    item_ids: list[int] | None = None, gold: bool = False,
-) -> list[int]:
+def _eligible(*, project_id: int, voter_id: int, human: bool, now: datetime, gold: bool) -> list[Any]:
+    """The conditions an item must meet to be leased to this voter now."""
     voted = exists().where(Vote.item_id == Item.id, Vote.voter_id == voter_id)
     own_lease = Lease.item_id == Item.id
     if human:
@@ -49,28 +51,80 @@ def _candidates(
             own_lease, Lease.voter_id == voter_id,
             or_(Lease.state == "done", and_(Lease.state == "active", Lease.expires_at > now)),
         )
-    q = select(Item.id).where(Item.project_id == project_id, ~voted, ~leased_before)
-    if gold:  # a gold task: any gold item, whatever its status, in a random order
-        q = q.where(exists().where(Gold.item_id == Item.id)).order_by(func.random()).limit(limit)
-        return list(session.execute(q).scalars())
-    if human:
-        q = q.where(Item.status == "open")
-    else:  # machines also answer every gold item: that is how their reliability is measured
-        q = q.where(or_(Item.status == "open", exists().where(Gold.item_id == Item.id)))
-    if human:
+    conditions: list[Any] = [Item.project_id == project_id, ~voted, ~leased_before]
+    if gold:  # a gold task: any gold item, whatever its status
+        conditions.append(exists().where(Gold.item_id == Item.id))
+    elif human:
         live_human_leases = (
             select(func.count())
             .select_from(Lease)
             .where(Lease.item_id == Item.id, Lease.state == "active", Lease.expires_at > now, Lease.is_human)
             .scalar_subquery()
         )
-        q = q.where(live_human_leases < Item.votes_needed)
+        conditions += [Item.status == "open", live_human_leases < Item.votes_needed]
+    else:  # machines also answer every gold item: that is how their reliability is measured
+        conditions.append(or_(Item.status == "open", exists().where(Gold.item_id == Item.id)))
+    return conditions
+
+
+def _candidates(
+    session: Session, *, project_id: int, voter_id: int, human: bool, limit: int, now: datetime,
+    item_ids: list[int] | None = None, gold: bool = False,
+) -> list[int]:
+    conditions = _eligible(project_id=project_id, voter_id=voter_id, human=human, now=now, gold=gold)
+    q = select(Item.id).where(*conditions)
+    if gold:  # in a random order
+        return list(session.execute(q.order_by(func.random()).limit(limit)).scalars())
     if item_ids is not None:
         q = q.where(Item.id.in_(item_ids))  # type: ignore[union-attr]
-    q = q.order_by(Item.priority.desc(), Item.id).limit(limit)  # type: ignore[attr-defined]
-    if session.get_bind().dialect.name == "postgresql":
-        q = q.with_for_update(of=Item, skip_locked=True)  # type: ignore[arg-type]
-    return list(session.execute(q).scalars())
+    if item_ids is not None:
+        return _first(session, q, conditions, limit, by_id=True)
+    if not human:
+        return _first(session, q, conditions, limit)
+    # An annotator's task: the queue is walked a window at a time, so the conditions (three
+    # correlated subqueries) are judged on WINDOW items rather than on every open item; most
+    # open items share one priority (nobody has voted on them), which no index orders by age.
+    after: tuple[float, int] | None = None
+    while True:
+        window = session.execute(_window(project_id, after)).all()
+        ids = [i for i, _ in window]
+        found = _first(session, q.where(Item.id.in_(ids)), conditions, limit, by_id=True) if ids else []  # type: ignore[union-attr]
+        if found or len(window) < WINDOW:
+            return found
+        after = (window[-1][1], window[-1][0])
+
+
+def _window(project_id: int, after: tuple[float, int] | None) -> Any:
+    """The next WINDOW open items in queue order: priority, then age (from the index alone)."""
+    q = select(Item.id, Item.priority).where(Item.project_id == project_id, Item.status == "open")
+    if after is not None:
+        priority, item_id = after
+        q = q.where(or_(Item.priority < priority, and_(Item.priority == priority, Item.id > item_id)))
+    return q.order_by(Item.priority.desc(), Item.id).limit(WINDOW)  # type: ignore[attr-defined]
+
+
+def _first(session: Session, q: Any, conditions: list[Any], limit: int, by_id: bool = False) -> list[int]:
+    """The first ``limit`` items of ``q`` in queue order, locked on PostgreSQL. With ``by_id``
+    (``q`` names its few items), the order is written so that no index can serve it, or the
+    planner walks the queue index through every open item to find the named ones."""
+    q = q.order_by(-Item.priority if by_id else Item.priority.desc(), Item.id).limit(limit)  # type: ignore[operator]
+    if session.get_bind().dialect.name != "postgresql":
+        return list(session.execute(q).scalars())
+    # The locking statement judges rows on its snapshot; it may reach a row just after another
+    # claimer committed a lease on it (a row lock alone does not make PostgreSQL re-read the
+    # leases). Once the rows are ours, judge them again in a new statement, which sees every
+    # lease committed before we locked them; if none is still free, look further down.
+    passed: set[int] = set()
+    for _ in range(RECHECK_ROUNDS):
+        query = q.where(Item.id.not_in(passed)) if passed else q
+        locked = list(session.execute(query.with_for_update(of=Item, skip_locked=True)).scalars())
+        if not locked:
+            return []
+        still = set(session.execute(select(Item.id).where(Item.id.in_(locked), *conditions)).scalars())  # type: ignore[union-attr]
+        if still:
+            return [i for i in locked if i in still]
+        passed.update(locked)
+    return []
 
 
 def claim(
@@ -92,7 +146,7 @@ def claim(
                       item_ids=item_ids, gold=gold)
     if not ids:
         return []
-    lapsed = dict(
+    lapsed = {} if human else dict(  # an annotator is never offered an item leased to it before
         session.execute(
             select(Lease.item_id, Lease.id).where(Lease.voter_id == voter_id, Lease.item_id.in_(ids))  # type: ignore[attr-defined]
         ).all()
@@ -109,8 +163,15 @@ def claim(
         else:
             lease = Lease(project_id=project_id, item_id=item_id, voter_id=voter_id, token=token,
                           expires_at=expires, is_human=human, is_gold=gold)
-            session.add(lease)
-            session.flush()
+            if gold:  # gold rows are not locked: the same annotator's concurrent request may win
+                try:
+                    with session.begin_nested():
+                        session.add(lease)
+                except IntegrityError:
+                    continue
+            else:
+                session.add(lease)
+                session.flush()
             assert lease.id is not None
             lease_id = lease.id
         claims.append(Claim(lease_id=lease_id, token=token, item_id=item_id, expires_at=expires))
