@@ -271,6 +271,10 @@ def _decide_and_store(
         if item_id not in locked:
             continue
         v = values[r]
+        if status == "escalated" and v["status"] == "open":
+            # once escalated, an item waits for its reviewer; new evidence may settle it, but a
+            # refit does not send it back to collect votes
+            v.update(status="escalated", next_kind=None, votes_needed=0, priority=0.0, conflict_kind=conflict)
         if item_id in gold:
             v.update(status="final", final_label=gold[item_id], confidence=1.0, decided_by="gold", decided_level=None,
                      next_kind=None, votes_needed=0, priority=0.0, conflict_kind=None)

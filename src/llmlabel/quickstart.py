@@ -96,7 +96,7 @@ def _replay_worker(base: str, project: str, token: str, answers: dict[str, str])
 
 
 def run(
-    workdir: Path, *, progress: Progress = print, label_with_llm: bool = True, threads: int = 8, items: int = 100,
+    workdir: Path, *, progress: Progress = print, label_with_llm: bool = True, threads: int = 8, items: int = 60,
 ) -> Summary:
     src = sample_dir()
     if workdir.exists():

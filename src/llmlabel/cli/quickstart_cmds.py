@@ -13,7 +13,7 @@ from rich.table import Table
 def quickstart(
     workdir: Annotated[Path, typer.Option("--dir", help="where the project, database and outputs go (replaced)")] = Path("llmlabel-quickstart"),
     no_llm: Annotated[bool, typer.Option("--no-llm", help="skip the local LLM labeler")] = False,
-    items: Annotated[int, typer.Option("--items", min=20, max=200, help="how many of the 200 shipped RTE pairs to use")] = 100,
+    items: Annotated[int, typer.Option("--items", min=20, max=200, help="how many of the 200 shipped RTE pairs to use")] = 60,
 ) -> None:
     """Label a real 200-item dataset end to end: LLM votes, real crowd votes replayed through
     the API, dynamic consensus, review, export."""

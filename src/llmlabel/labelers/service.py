@@ -51,7 +51,7 @@ def bind(labeler: LabelerConfig, stack: ExitStack, completer: Completer | None =
     if is_local(model):
         name = model.removeprefix(PREFIX)
         alias = Path(name).stem if name.endswith(".gguf") else name
-        server = stack.enter_context(LocalServer(find_gguf(name), alias))
+        server = stack.enter_context(LocalServer(find_gguf(name), alias, logprobs=labeler.confidence == "logprobs"))
         model, api_base, api_key, json_mode = f"openai/{alias}", server.base_url, "local", False
         params = {**LOCAL_DEFAULTS, **params}
     labeler = labeler.model_copy(update={"params": params})

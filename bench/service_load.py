@@ -1,0 +1,335 @@
+"""Load on the annotation service: simulated annotators over HTTP, then the invariants in the database.
+
+    python bench/service_load.py                          # 120 s per database, SQLite and PostgreSQL
+    python bench/service_load.py --seconds 30 --db sqlite
+    python bench/service_load.py --workers 2 --annotators 50 --postgres-url postgresql://postgres@127.0.0.1:5432/test
+
+Per database: a fresh database (a SQLite file, or a PostgreSQL schema of its own) with one
+project, ``--items`` items (a few gold), an annotator token each; consensus fitted once, as an
+admin does after an import. Then ``uvicorn llmlabel.api.server:app_from_env`` runs with
+``--workers`` processes on 127.0.0.1, and ``--annotators`` simulated annotators (httpx async
+clients, one connection each, in one asyncio loop) take the next task and answer it, as fast
+as the server lets them, for ``--seconds``. Prints votes/s and the p50/p99 latency of
+``GET …/tasks/next`` and ``POST …/vote``, then checks in the database: every 201 is a vote row
+(0 lost), no (item, voter) twice (0 duplicated), no item leased to more annotators at once than
+the votes it still needed (0 over-assigned), and no 5xx.
+Goal: ≥ 500 votes/s with p99 < 100 ms.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+
+DEFAULT_PG = os.environ.get("LLMLABEL_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
+LABELS = ["positive", "negative", "neutral"]
+MIN_HUMAN_VOTES = 1
+GOAL_VOTES_PER_S = 500
+GOAL_P99_MS = 100
+PROJECT: dict[str, Any] = {
+    "name": "load",
+    "instructions": {"guidelines": "Pick the sentiment."},
+    "labels": {"type": "single", "classes": LABELS},
+    "policy": {"qualification_tasks": 0, "gold_rate": 0.02, "quality_bar": 0.5,
+               "min_human_votes": MIN_HUMAN_VOTES, "max_votes": 3, "target_confidence": 0.9},
+}
+
+
+def truth(item_id: str) -> str:
+    return LABELS[int(item_id.rsplit("-", 1)[1]) % 3]
+
+
+# ---------------------------------------------------------------------------------------------
+# the database
+
+
+@dataclass
+class Database:
+    url: str
+    cleanup: Any = None
+
+
+def fresh_database(kind: str, pg_url: str, tmp: Path) -> Database:
+    if kind == "sqlite":
+        return Database(f"sqlite:///{tmp / 'load.db'}")
+    import psycopg
+
+    base = pg_url.replace("postgresql+psycopg://", "postgresql://", 1)
+    schema = f"bench_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(base, autocommit=True) as conn:
+        conn.execute(f'CREATE SCHEMA "{schema}"')
+
+    def drop() -> None:
+        with psycopg.connect(base, autocommit=True) as conn:
+            conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
+
+    sep = "&" if "?" in base else "?"
+    return Database(f"{base}{sep}options=-csearch_path%3D{schema}", drop)
+
+
+def seed(url: str, *, items: int, annotators: int, tmp: Path) -> list[str]:
+    """The project, its items (2% gold), one token per annotator; consensus fitted once."""
+    from llmlabel.access import create_token
+    from llmlabel.config import parse_config
+    from llmlabel.decisions import refit
+    from llmlabel.ingest import import_items
+    from llmlabel.projects import sync_project
+    from llmlabel.store.db import open_engine, session_scope
+
+    engine = open_engine(url)
+    config = parse_config(PROJECT)
+    with session_scope(engine) as session:
+        project = sync_project(session, config=config)
+    path = tmp / "items.jsonl"
+    with path.open("w") as fh:
+        for i in range(items):
+            item_id = f"it-{i:07d}"
+            gold = truth(item_id) if i % 50 == 0 else ""
+            fh.write(json.dumps({"id": item_id, "text": f"review {i}: it was {random.choice(['ok', 'bad', 'fine'])}",
+                                 "gold": gold}) + "\n")
+    import_items(engine, project=project, config=config, path=path, gold_field="gold")
+    with session_scope(engine) as session:
+        tokens = [create_token(session, name=f"ann{i:03d}", role="annotator", projects=[project])
+                  for i in range(annotators)]
+        refit(session, project=project, config=config)
+    if engine.dialect.name == "postgresql":  # fresh planner statistics, as autovacuum gathers after a bulk load
+        from sqlalchemy import text
+
+        with engine.begin() as conn:
+            conn.execute(text("ANALYZE"))
+    engine.dispose()
+    return tokens
+
+
+# ---------------------------------------------------------------------------------------------
+# the server
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def start_server(url: str, workers: int) -> tuple[subprocess.Popen[bytes], str]:
+    port = free_port()
+    env = {**os.environ, "LLMLABEL_DATABASE_URL": url, "PYTHONPATH": str(ROOT / "src")}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "uvicorn", "llmlabel.api.server:app_from_env", "--factory", "--host", "127.0.0.1",
+         "--port", str(port), "--workers", str(workers), "--log-level", "warning", "--no-access-log"],
+        env=env,
+    )
+    base = f"http://127.0.0.1:{port}"
+    import httpx
+
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"the server exited with {proc.returncode}")
+        try:
+            if httpx.get(base + "/api/v1/health", timeout=1).status_code == 200:
+                return proc, base
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    proc.kill()
+    raise RuntimeError("the server did not come up in 60 s")
+
+
+def stop_server(proc: subprocess.Popen[bytes]) -> None:
+    proc.terminate()
+    try:
+        proc.wait(20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+# ---------------------------------------------------------------------------------------------
+# the annotators
+
+
+@dataclass
+class Tally:
+    next_ms: list[float] = field(default_factory=list)
+    vote_ms: list[float] = field(default_factory=list)
+    created: list[int] = field(default_factory=list)  # vote ids answered 201, created
+    statuses: Counter[tuple[str, int]] = field(default_factory=Counter)
+    errors: list[str] = field(default_factory=list)
+
+
+async def annotator(base: str, token: str, seed_: int, tally: Tally, stop_at: float) -> None:
+    import httpx
+
+    rng = random.Random(seed_)
+    headers = {"Authorization": f"Bearer {token}"}
+    async with httpx.AsyncClient(base_url=base, headers=headers, timeout=60,
+                                 limits=httpx.Limits(max_connections=1)) as client:
+        while time.monotonic() < stop_at:
+            t0 = time.perf_counter()
+            r = await client.get("/api/v1/projects/load/tasks/next")
+            tally.next_ms.append((time.perf_counter() - t0) * 1000)
+            tally.statuses[("next", r.status_code)] += 1
+            if r.status_code >= 500:
+                tally.errors.append(f"next {r.status_code} {r.text[:200]}")
+            if r.status_code == 204:
+                await asyncio.sleep(0.2)
+                continue
+            if r.status_code != 200:
+                return  # gated (403) or broken: this annotator stops
+            task = r.json()
+            label = truth(task["item_id"]) if rng.random() < 0.9 else rng.choice(LABELS)
+            t0 = time.perf_counter()
+            v = await client.post(f"/api/v1/projects/load/tasks/{task['lease_token']}/vote", json={"label": label},
+                                  headers={"Idempotency-Key": uuid.uuid4().hex})
+            tally.vote_ms.append((time.perf_counter() - t0) * 1000)
+            tally.statuses[("vote", v.status_code)] += 1
+            if v.status_code == 201 and v.json()["created"]:
+                tally.created.append(v.json()["vote_id"])
+            elif v.status_code >= 500:
+                tally.errors.append(f"vote {v.status_code} {v.text[:200]}")
+
+
+async def hammer(base: str, tokens: list[str], seconds: float) -> tuple[Tally, float]:
+    tally = Tally()
+    started = time.monotonic()
+    await asyncio.gather(*(annotator(base, t, i, tally, started + seconds) for i, t in enumerate(tokens)))
+    return tally, time.monotonic() - started
+
+
+# ---------------------------------------------------------------------------------------------
+# the invariants
+
+
+def check(url: str, tally: Tally) -> dict[str, Any]:
+    from sqlalchemy import select
+
+    from llmlabel.store.db import make_engine
+    from llmlabel.store.tables import Lease, Vote, Voter
+
+    engine = make_engine(url)
+    with engine.connect() as conn:
+        votes = conn.execute(select(Vote.id, Vote.item_id, Vote.voter_id, Vote.created_at)
+                             .join(Voter, Voter.id == Vote.voter_id).where(Voter.kind == "human")).all()
+        leases = conn.execute(select(Lease.item_id, Lease.voter_id, Lease.state, Lease.is_gold, Lease.created_at,
+                                     Lease.expires_at).where(Lease.is_human)).all()
+    engine.dispose()
+    stored = {v.id for v in votes}
+    answered = set(tally.created)
+    duplicated = sum(n - 1 for n in Counter((v.item_id, v.voter_id) for v in votes).values())
+    voted_at = {(v.item_id, v.voter_id): v.created_at for v in votes}
+    spans: dict[int, list[tuple[datetime, datetime | None]]] = defaultdict(list)
+    for lease in leases:
+        if lease.is_gold:
+            continue  # gold is served to everyone, whatever it needs
+        end = voted_at.get((lease.item_id, lease.voter_id)) if lease.state == "done" else (
+            lease.expires_at if lease.state == "expired" else None)
+        spans[lease.item_id].append((lease.created_at, end))
+    votes_of: dict[int, list[datetime]] = defaultdict(list)
+    for (item_id, _), t in voted_at.items():
+        votes_of[item_id].append(t)
+    over = 0
+    for item_id, item_spans in spans.items():
+        for start, _ in item_spans:
+            live = sum(1 for s, e in item_spans if s < start and (e is None or e > start))
+            allowed = max(1, MIN_HUMAN_VOTES - sum(1 for t in votes_of[item_id] if t < start))
+            over += live + 1 > allowed
+    return {
+        "vote_rows": len(votes),
+        "lost_votes": len(answered - stored),
+        "unexplained_rows": len(stored - answered),
+        "duplicated_votes": duplicated,
+        "over_assigned_leases": over,
+        "5xx": sum(n for (_, status), n in tally.statuses.items() if status >= 500),
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def pct(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def run(kind: str, args: argparse.Namespace) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory() as tmp_dir:
+        tmp = Path(tmp_dir)
+        db = fresh_database(kind, args.postgres_url, tmp)
+        try:
+            t0 = time.monotonic()
+            tokens = seed(db.url, items=args.items, annotators=args.annotators, tmp=tmp)
+            print(f"[{kind}] seeded {args.items} items, {args.annotators} annotators in {time.monotonic() - t0:.1f} s",
+                  flush=True)
+            proc, base = start_server(db.url, args.workers)
+            try:
+                tally, seconds = asyncio.run(hammer(base, tokens, args.seconds))
+            finally:
+                stop_server(proc)
+            invariants = check(db.url, tally)
+        finally:
+            if db.cleanup:
+                db.cleanup()
+    votes = sum(n for (op, status), n in tally.statuses.items() if op == "vote" and status == 201)
+    result = {
+        "db": kind, "workers": args.workers, "annotators": args.annotators, "seconds": round(seconds, 1),
+        "votes": votes, "votes_per_s": round(votes / seconds, 1),
+        "next_p50_ms": round(pct(tally.next_ms, 0.5), 1), "next_p99_ms": round(pct(tally.next_ms, 0.99), 1),
+        "vote_p50_ms": round(pct(tally.vote_ms, 0.5), 1), "vote_p99_ms": round(pct(tally.vote_ms, 0.99), 1),
+        "statuses": {f"{op} {status}": n for (op, status), n in sorted(tally.statuses.items())},
+        **invariants,
+    }
+    if tally.errors:
+        result["first_errors"] = tally.errors[:3]
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seconds", type=float, default=120.0, help="how long the annotators work, per database")
+    parser.add_argument("--annotators", type=int, default=50)
+    parser.add_argument("--workers", type=int, default=2, help="uvicorn worker processes")
+    parser.add_argument("--items", type=int, default=50_000)
+    parser.add_argument("--db", choices=["sqlite", "postgres", "both"], default="both")
+    parser.add_argument("--postgres-url", default=DEFAULT_PG)
+    args = parser.parse_args()
+    kinds = ["sqlite", "postgres"] if args.db == "both" else [args.db]
+    results = []
+    for kind in kinds:
+        r = run(kind, args)
+        results.append(r)
+        ok_speed = r["votes_per_s"] >= GOAL_VOTES_PER_S and max(r["next_p99_ms"], r["vote_p99_ms"]) < GOAL_P99_MS
+        ok_data = not any(r[k] for k in ("lost_votes", "unexplained_rows", "duplicated_votes", "over_assigned_leases", "5xx"))
+        print(f"[{kind}] {r['votes_per_s']} votes/s over {r['seconds']} s ({r['workers']} workers, {r['annotators']} annotators); "
+              f"next p50 {r['next_p50_ms']} ms p99 {r['next_p99_ms']} ms; vote p50 {r['vote_p50_ms']} ms p99 {r['vote_p99_ms']} ms "
+              f"— goal {GOAL_VOTES_PER_S}/s, p99 < {GOAL_P99_MS} ms: {'met' if ok_speed else 'NOT met'}")
+        print(f"[{kind}] invariants: {r['vote_rows']} vote rows, lost {r['lost_votes']}, unexplained {r['unexplained_rows']}, "
+              f"duplicated {r['duplicated_votes']}, over-assigned {r['over_assigned_leases']}, 5xx {r['5xx']} "
+              f"— {'ok' if ok_data else 'BROKEN'}")
+        print(f"[{kind}] statuses: {r['statuses']}", flush=True)
+        if "first_errors" in r:
+            print(f"[{kind}] first errors: {r['first_errors']}")
+    print(json.dumps(results))
+
+
+if __name__ == "__main__":
+    main()

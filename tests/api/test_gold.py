@@ -1,0 +1,92 @@
+"""Hidden gold through the API: served at the project's rate, a qualification run for new
+annotators, and gating (403, and the gated annotator's votes leave consensus)."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from .conftest import Api, Headers, force_gold, reviews
+
+LABELS = ("positive", "negative", "neutral")
+
+
+def gold_rows(n_gold: int, n_plain: int) -> tuple[list[dict[str, str]], dict[str, str]]:
+    rows = reviews(n_gold + n_plain)
+    truth = {r["id"]: LABELS[i % 3] for i, r in enumerate(rows[:n_gold])}
+    return [{**r, "gold": truth.get(r["id"], "")} for r in rows], truth
+
+
+def setup_gold(api: Api, n_gold: int, n_plain: int, **policy: object) -> dict[str, str]:
+    api.project("p", **policy)
+    rows, truth = gold_rows(n_gold, n_plain)
+    api.items("p", rows, gold_field="gold")
+    assert api.client.post("/api/v1/projects/p/consensus", headers=api.admin).status_code == 200
+    return truth
+
+
+def answer(api: Api, who: Headers, truth: dict[str, str], *, wrong: bool = False) -> tuple[str, bool]:
+    """Take the next task and answer it (gold right, or wrong on purpose); (item, was gold)."""
+    t = api.task("p", who)
+    is_gold = api.lease(t["lease_token"]).is_gold
+    label = truth.get(t["item_id"], "positive")
+    if wrong and is_gold:
+        label = next(x for x in LABELS if x != label)
+    assert api.vote("p", who, t["lease_token"], label).status_code == 201
+    return t["item_id"], is_gold
+
+
+def test_gold_is_served_at_the_base_rate(api: Api) -> None:
+    truth = setup_gold(api, 60, 60, gold_rate=0.3)
+    a = api.token("a", "annotator", ["p"])
+    random.seed(20240601)
+    served = [answer(api, a, truth) for _ in range(50)]
+    gold = sum(g for _, g in served)
+    assert 6 <= gold <= 26, f"{gold} gold tasks of 50 at a rate of 0.3"
+    assert all((item in truth) == g for item, g in served)  # gold leases are exactly the gold items
+    assert api.voter("p", "a").status == "active"
+
+
+def test_a_new_annotator_gets_gold_only_until_qualified(api: Api) -> None:
+    truth = setup_gold(api, 6, 10, qualification_tasks=3, quality_bar=0.5)
+    good = api.token("good", "annotator", ["p"])
+    served = [answer(api, good, truth) for _ in range(3)]
+    assert [g for _, g in served] == [True, True, True]
+    assert api.voter("p", "good").status == "active"
+    assert [answer(api, good, truth)[1] for _ in range(3)] == [False] * 3  # gold_rate is 0
+    # one who fails the qualification is gated before ever touching real work
+    bad = api.token("bad", "annotator", ["p"])
+    assert [answer(api, bad, truth, wrong=True)[1] for _ in range(3)] == [True, True, True]
+    assert api.voter("p", "bad").status == "gated"
+    r = api.next("p", bad)
+    assert r.status_code == 403 and "quality bar" in r.json()["detail"]
+
+
+def test_a_qualifying_annotator_without_gold_left_gets_nothing(api: Api) -> None:
+    truth = setup_gold(api, 1, 5, qualification_tasks=3, quality_bar=0.5)
+    a = api.token("a", "annotator", ["p"])
+    assert answer(api, a, truth)[1] is True
+    assert api.next("p", a).status_code == 204
+    assert api.voter("p", "a").status == "qualifying"
+
+
+def test_gating_pauses_the_annotator_and_reopens_what_they_decided(api: Api, monkeypatch: pytest.MonkeyPatch) -> None:
+    truth = setup_gold(api, 3, 1, gold_rate=0.5, quality_bar=0.5, min_human_votes=1, target_confidence=0.65)
+    sloppy, other = api.token("sloppy", "annotator", ["p"]), api.token("other", "annotator", ["p"])
+    force_gold(monkeypatch, False)
+    item, _ = answer(api, sloppy, truth)
+    decided = api.item("p", item)
+    assert (decided["status"], decided["label"]) == ("final", "positive"), decided
+    assert api.next("p", other).status_code == 204  # nothing left to do
+    force_gold(monkeypatch, True)
+    assert [answer(api, sloppy, truth, wrong=True)[1] for _ in range(3)] == [True, True, True]
+    assert api.voter("p", "sloppy").status == "gated"
+    r = api.next("p", sloppy)
+    assert r.status_code == 403 and "sloppy" in r.json()["detail"]
+    reopened = api.item("p", item)
+    assert reopened["status"] == "open" and reopened["label"] is None
+    assert max(reopened["posterior"].values()) < decided["confidence"]  # the vote no longer counts
+    assert len(reopened["votes"]) == 1  # kept for the record, out of consensus
+    force_gold(monkeypatch, False)
+    assert api.task("p", other)["item_id"] == item  # back in the pool
