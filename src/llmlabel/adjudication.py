@@ -78,7 +78,7 @@ def next_case(
         return None
     _hold(session, item=item, reviewer=reviewer, seconds=config.policy.lease_seconds)
     blind = config.policy.blind_review and _blind_label(session, item.id, reviewer.id) is None  # type: ignore[arg-type]
-    reliabilities = decisions.voter_reliabilities(session, project=project)
+    reliabilities = decisions.voter_reliabilities(session, project=project, config=config)
     return ReviewCase(
         item_id=item.external_id,
         text=render_item(config.item_template, item.fields),

@@ -385,10 +385,10 @@ def reconsider_voter(session: Session, *, project: Project, config: ProjectConfi
     return refit(session, project=project, config=config)
 
 
-def voter_reliabilities(session: Session, *, project: Project) -> dict[int, float]:
-    with _lock:
-        fit = _fits.get(project.id)  # type: ignore[arg-type]
-    return dict(fit.accuracy) if fit else {}
+def voter_reliabilities(session: Session, *, project: Project, config: ProjectConfig) -> dict[int, float]:
+    """P(correct) per voter id from the current fit (fitted now if this process has none);
+    single choice only: structured label types have no one-number reliability."""
+    return dict(_fit_for(session, project, config).accuracy)
 
 
 def refit_changed(engine: Any, last_vote: dict[int, int]) -> int:

@@ -7,10 +7,12 @@ through a llama.cpp server started here, or whatever completer a caller passes) 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import os
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from contextlib import ExitStack
 from pathlib import Path
+from typing import Any, TypeVar
 
 from sqlalchemy.engine import Engine
 
@@ -21,6 +23,7 @@ from llmlabel.labelers.llm import Endpoint
 from llmlabel.labelers.local import PREFIX, LocalServer, find_gguf, is_local
 from llmlabel.labelers.runner import LabelerSpec, Progress, Run, RunReport
 
+T = TypeVar("T")
 LOCAL_DEFAULTS = {"max_tokens": 256, "top_logprobs": 20}
 
 
@@ -62,6 +65,17 @@ def bind(labeler: LabelerConfig, stack: ExitStack, completer: Completer | None =
     )
 
 
+def run_sync(coro: Coroutine[Any, Any, T]) -> T:
+    """Run a coroutine to completion from synchronous code, even where an event loop is
+    already running in this thread (a notebook, a browser test harness): then in a thread."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(coro)
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(asyncio.run, coro).result()
+
+
 def label_project(
     engine: Engine, *, config: ProjectConfig, project_id: int, labelers: Sequence[str] | None = None,
     limit: int | None = None, budget_usd: float | None = None, run_id: str | None = None,
@@ -72,7 +86,7 @@ def label_project(
         specs = [bind(lab, stack, completer) for lab in select_labelers(config, labelers)]
         run = Run(engine=engine, config=config, project_id=project_id, specs=specs, run_id=run_id,
                   budget_usd=budget_usd, limit=limit, project_dir=project_dir, progress=progress)
-        return asyncio.run(run.run())
+        return run_sync(run.run())
 
 
 def pending_counts(engine: Engine, *, project_id: int, names: Sequence[str]) -> dict[str, int]:

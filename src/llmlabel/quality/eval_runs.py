@@ -191,7 +191,7 @@ def run_eval(
     name: str | None = None, progress: Progress | None = None,
 ) -> list[EvalRun]:
     """Ask each chosen labeler about every gold item of ``split``; one run per labeler."""
-    from llmlabel.labelers.service import bind, select_labelers
+    from llmlabel.labelers.service import bind, run_sync, select_labelers
 
     with Session(reader(engine)) as session:
         gold = gold_items(session, project=project, split=split)
@@ -206,7 +206,7 @@ def run_eval(
     with ExitStack() as stack:
         for lab in chosen:
             spec = bind(lab, stack, completer)
-            runs.append(asyncio.run(_run_one(engine, project, config, spec, gold, dev, split, project_dir,
+            runs.append(run_sync(_run_one(engine, project, config, spec, gold, dev, split, project_dir,
                                              budget_usd, name, progress)))
     return runs
 

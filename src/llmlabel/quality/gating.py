@@ -8,12 +8,12 @@ annotator is measured more often before the bound crosses the bar.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 from sqlmodel import Session, select
 
 from llmlabel.config import Policy
+from llmlabel.quality.intervals import wilson_interval
 from llmlabel.schema import canonical_json
 from llmlabel.store.tables import Gold, Vote, Voter
 
@@ -31,14 +31,9 @@ class GoldRecord:
         return wilson_lower_bound(self.correct, self.total)
 
 
-def wilson_lower_bound(correct: int, total: int, z: float = 1.645) -> float:
-    if total == 0:
-        return 0.0
-    p = correct / total
-    denom = 1 + z * z / total
-    centre = p + z * z / (2 * total)
-    margin = z * math.sqrt(p * (1 - p) / total + z * z / (4 * total * total))
-    return max(0.0, (centre - margin) / denom)
+def wilson_lower_bound(correct: int, total: int) -> float:
+    """One-sided 95% lower bound: the low end of the two-sided 90% Wilson interval."""
+    return wilson_interval(correct, total, confidence=0.90).low if total else 0.0
 
 
 def gold_record(session: Session, *, voter_id: int) -> GoldRecord:

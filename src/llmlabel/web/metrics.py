@@ -13,6 +13,7 @@ import numpy as np
 from sqlmodel import Session, select
 
 from llmlabel.decisions import voter_reliabilities
+from llmlabel.projects import project_config
 from llmlabel.quality.gating import gold_record
 from llmlabel.schema import canonical_json
 from llmlabel.status import ProjectStatus
@@ -124,7 +125,7 @@ class VoterRow:
 
 def voter_rows(session: Session, *, project: Project, status: ProjectStatus) -> list[VoterRow]:
     ids = dict(session.exec(select(Voter.name, Voter.id).where(Voter.project_id == project.id)).all())
-    reliability = voter_reliabilities(session, project=project)
+    reliability = voter_reliabilities(session, project=project, config=project_config(session, project=project))
     out = []
     for v in status.voters:
         voter_id: Any = ids.get(v.name)

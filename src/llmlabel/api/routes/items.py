@@ -40,7 +40,7 @@ def get_item(item_id: str, access: Staff) -> ItemOut:
     ).first()
     if item is None:
         raise NotFoundError(f"no item {item_id!r} in project {access.project.name!r}")
-    votes = case_votes(access.session, item.id, voter_reliabilities(access.session, project=access.project))  # type: ignore[arg-type]
+    votes = case_votes(access.session, item.id, voter_reliabilities(access.session, project=access.project, config=access.config))  # type: ignore[arg-type]
     return ItemOut(item_id=item.external_id, fields=item.fields, status=item.status, label=item.final_label,
                    confidence=item.confidence, decided_by=item.decided_by, posterior=item.posterior,
                    votes=[CaseVoteOut(**v.__dict__) for v in votes])
