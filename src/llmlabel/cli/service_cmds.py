@@ -16,6 +16,10 @@ from llmlabel.cli.context import DbOpt, ProjectOpt, database_url, open_project
 from llmlabel.projects import get_project
 from llmlabel.store.db import open_engine, session_scope
 
+# In token commands --project names a project to join, so the project file has a longer flag.
+ProjectFileOpt = Annotated[
+    Path, typer.Option("--project-file", help="project file whose database to use (default: llmlabel.yaml)")
+]
 token_app = typer.Typer(help="API tokens for annotators, reviewers and admins.", no_args_is_help=True)
 
 
@@ -49,7 +53,7 @@ def token_create(
     role: Annotated[str, typer.Option(help="admin | reviewer | annotator")],
     name: Annotated[str, typer.Option(help="account name (an annotator's votes carry it)")],
     project_names: Annotated[list[str] | None, typer.Option("--project", help="project the account may work on; repeatable")] = None,
-    project_file: ProjectOpt = Path("llmlabel.yaml"),
+    project_file: ProjectFileOpt = Path("llmlabel.yaml"),
     db: DbOpt = None,
 ) -> None:
     """Create an account's token; it is printed once and only its hash is stored."""
@@ -64,7 +68,7 @@ def token_create(
 @token_app.command("revoke")
 def token_revoke(
     name: Annotated[str, typer.Option(help="account whose tokens to revoke")],
-    project_file: ProjectOpt = Path("llmlabel.yaml"),
+    project_file: ProjectFileOpt = Path("llmlabel.yaml"),
     db: DbOpt = None,
 ) -> None:
     engine = open_engine(database_url(project_file, db))

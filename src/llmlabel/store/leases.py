@@ -40,8 +40,8 @@ class Claim:
     expires_at: datetime
 
 
-def _eligible(*, project_id: int, voter_id: int, human: bool, now: datetime, gold: bool) -> list[Any]:
-    """The conditions an item must meet to be leased to this voter now."""
+def _eligible(*, voter_id: int, human: bool, now: datetime, gold: bool) -> list[Any]:
+    """The conditions an item (of the project) must meet to be leased to this voter now."""
     voted = exists().where(Vote.item_id == Item.id, Vote.voter_id == voter_id)
     own_lease = Lease.item_id == Item.id
     if human:
@@ -51,7 +51,7 @@ def _eligible(*, project_id: int, voter_id: int, human: bool, now: datetime, gol
             own_lease, Lease.voter_id == voter_id,
             or_(Lease.state == "done", and_(Lease.state == "active", Lease.expires_at > now)),
         )
-    conditions: list[Any] = [Item.project_id == project_id, ~voted, ~leased_before]
+    conditions: list[Any] = [~voted, ~leased_before]
     if gold:  # a gold task: any gold item, whatever its status
         conditions.append(exists().where(Gold.item_id == Item.id))
     elif human:
@@ -71,24 +71,25 @@ def _candidates(
     session: Session, *, project_id: int, voter_id: int, human: bool, limit: int, now: datetime,
     item_ids: list[int] | None = None, gold: bool = False,
 ) -> list[int]:
-    conditions = _eligible(project_id=project_id, voter_id=voter_id, human=human, now=now, gold=gold)
-    q = select(Item.id).where(*conditions)
+    conditions = _eligible(voter_id=voter_id, human=human, now=now, gold=gold)
+    in_project = [Item.project_id == project_id, *conditions]
     if gold:  # in a random order
-        return list(session.execute(q.order_by(func.random()).limit(limit)).scalars())
+        q = select(Item.id).where(*in_project).order_by(func.random()).limit(limit)
+        return list(session.execute(q).scalars())
     if item_ids is not None:
-        q = q.where(Item.id.in_(item_ids))  # type: ignore[union-attr]
-    if item_ids is not None:
-        return _first(session, q, conditions, limit, by_id=True)
+        return _first(session, select(Item.id).where(Item.id.in_(item_ids), *in_project), in_project, limit, by_id=True)  # type: ignore[union-attr]
     if not human:
-        return _first(session, q, conditions, limit)
+        return _first(session, select(Item.id).where(*in_project), in_project, limit)
     # An annotator's task: the queue is walked a window at a time, so the conditions (three
     # correlated subqueries) are judged on WINDOW items rather than on every open item; most
     # open items share one priority (nobody has voted on them), which no index orders by age.
+    # The window's items are the project's, so the project is not named again: that would
+    # tempt the planner into the queue index (all open items) instead of the primary key.
     after: tuple[float, int] | None = None
     while True:
         window = session.execute(_window(project_id, after)).all()
         ids = [i for i, _ in window]
-        found = _first(session, q.where(Item.id.in_(ids)), conditions, limit, by_id=True) if ids else []  # type: ignore[union-attr]
+        found = _first(session, select(Item.id).where(Item.id.in_(ids), *conditions), conditions, limit, by_id=True) if ids else []  # type: ignore[union-attr]
         if found or len(window) < WINDOW:
             return found
         after = (window[-1][1], window[-1][0])
