@@ -47,7 +47,7 @@ PROJECT: dict[str, Any] = {
     "name": "load",
     "instructions": {"guidelines": "Pick the sentiment."},
     "labels": {"type": "single", "classes": LABELS},
-    "policy": {"qualification_tasks": 0, "gold_rate": 0.02, "quality_bar": 0.5,
+    "policy": {"qualification_tasks": 0, "gold_rate": 0.02, "quality_bar": 0.2,  # a throughput bench: few gated
                "min_human_votes": MIN_HUMAN_VOTES, "max_votes": 3, "target_confidence": 0.9},
 }
 
@@ -195,7 +195,7 @@ async def annotator(base: str, token: str, seed_: int, tally: Tally, stop_at: fl
             if r.status_code != 200:
                 return  # gated (403) or broken: this annotator stops
             task = r.json()
-            label = truth(task["item_id"]) if rng.random() < 0.9 else rng.choice(LABELS)
+            label = truth(task["item_id"]) if rng.random() < 0.95 else rng.choice(LABELS)
             t0 = time.perf_counter()
             v = await client.post(f"/api/v1/projects/load/tasks/{task['lease_token']}/vote", json={"label": label},
                                   headers={"Idempotency-Key": uuid.uuid4().hex})

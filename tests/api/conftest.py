@@ -7,7 +7,7 @@ import socket
 import threading
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from types import SimpleNamespace
 from typing import Any
 
@@ -18,7 +18,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import func, select, update
 from sqlalchemy.engine import Engine
 
-from llmlabel import decisions
+from llmlabel import decisions, tasks
 from llmlabel.access import create_token
 from llmlabel.api import ApiSettings, create_app
 from llmlabel.projects import get_or_create_voter
@@ -51,7 +51,6 @@ class Api:
     client: TestClient
     engine: Engine
     admin: Headers
-    _n: int = field(default=0)
 
     def token(self, name: str, role: str, projects: Sequence[str] = ()) -> Headers:
         r = self.client.post("/api/v1/tokens", json={"name": name, "role": role, "projects": list(projects)},
@@ -161,8 +160,6 @@ def _store_vote(api: Api, project: str, item_external_id: str, name: str, kind: 
 
 def force_gold(monkeypatch: pytest.MonkeyPatch, gold: bool) -> None:
     """Decide the gold coin of the next tasks (the rate itself is tested in test_gold)."""
-    from llmlabel import tasks
-
     monkeypatch.setattr(tasks, "random", SimpleNamespace(random=lambda: 0.0 if gold else 0.999))
 
 

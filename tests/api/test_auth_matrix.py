@@ -8,6 +8,14 @@ import itertools
 from collections.abc import Callable
 from typing import Any
 
+import pytest
+from sqlalchemy import select
+
+from llmlabel.access import hash_token, revoke_tokens
+from llmlabel.cli import main
+from llmlabel.store.db import session_scope
+from llmlabel.store.tables import Alert, ApiToken
+
 from .conftest import Api, Headers, bearer, project_config, reviews
 
 # who is asking: members of project "alpha", members of another project only, and no one
@@ -80,9 +88,6 @@ class World:
         return str(r.json()["batch_id"])
 
     def alert(self) -> str:
-        from llmlabel.store.db import session_scope
-        from llmlabel.store.tables import Alert
-
         project_id = self.api.db_item("alpha", "r0000").project_id
         with session_scope(self.api.engine) as session:
             alert = Alert(project_id=project_id, kind="drift", message="agreement fell")
@@ -154,9 +159,6 @@ def test_docs_and_openapi_are_served(api: Api) -> None:
 
 
 def test_malformed_or_revoked_tokens_are_401(api: Api) -> None:
-    from llmlabel.access import revoke_tokens
-    from llmlabel.store.db import session_scope
-
     for header in ("Basic dXNlcjpwYXNz", "Bearer", "Bearer   ", "llml_raw-token-without-scheme"):
         r = api.client.get("/api/v1/projects", headers={"Authorization": header})
         assert r.status_code == 401, header
@@ -170,19 +172,12 @@ def test_malformed_or_revoked_tokens_are_401(api: Api) -> None:
 
 
 def test_tokens_are_hashed_at_rest_and_shown_once(api: Api) -> None:
-    from sqlalchemy import select
-
-    from llmlabel.access import hash_token
-    from llmlabel.store.db import session_scope
-    from llmlabel.store.tables import ApiToken
-
     r = api.client.post("/api/v1/tokens", json={"name": "ann", "role": "annotator"}, headers=api.admin)
     token = r.json()["token"]
     with session_scope(api.engine) as session:
-        stored = session.execute(select(ApiToken.token_hash, ApiToken.prefix)).all()
-    assert all(token not in (h, p) or p == token[:12] for h, p in stored)
-    assert hash_token(token) in {h for h, _ in stored}
-    assert token not in {h for h, _ in stored}
+        stored = dict(session.execute(select(ApiToken.token_hash, ApiToken.prefix)).all())
+    assert token not in stored and hash_token(token) in stored  # only the hash is kept
+    assert stored[hash_token(token)] == token[:12]  # and a prefix, to tell tokens apart
     # a second token for the same account is a new secret; the first keeps working
     again = api.client.post("/api/v1/tokens", json={"name": "ann", "role": "annotator"}, headers=api.admin).json()
     assert again["token"] != token
@@ -220,8 +215,6 @@ def test_a_resource_of_another_project_is_404(api: Api) -> None:
                             headers=api.admin).json()["batch_id"]
     assert api.client.get(f"/api/v1/projects/alpha/batches/{batch}", headers=api.admin).status_code == 404
     # an alert of beta acknowledged through alpha's path
-    from llmlabel.store.db import session_scope
-    from llmlabel.store.tables import Alert
 
     with session_scope(api.engine) as session:
         alert = Alert(project_id=api.db_item("beta", "beta-2").project_id, kind="drift", message="m")
@@ -233,3 +226,16 @@ def test_a_resource_of_another_project_is_404(api: Api) -> None:
     # and nothing was recorded
     assert api.vote_rows() == 0
     assert api.vote("beta", both, lease).status_code == 201
+
+
+def test_a_token_made_with_the_cli_works_with_the_api(api: Api, db_url: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """The CLI and the API share the service functions: an annotator token from
+    ``llmlabel token create --project p`` is a member of p through the API."""
+    api.project("p")
+    api.items("p", reviews(2))
+    with pytest.raises(SystemExit) as done:
+        main(["token", "create", "--role", "annotator", "--name", "cli-ann", "--project", "p", "--db", db_url])
+    assert done.value.code == 0
+    token = capsys.readouterr().out.strip().splitlines()[-1]
+    r = api.next("p", bearer(token))
+    assert r.status_code == 200, f"{r.status_code} {r.text}: the CLI's --project did not make the account a member of p"

@@ -6,8 +6,10 @@ from collections.abc import Iterator
 from typing import Any
 
 import httpx
+from fastapi.testclient import TestClient
+from sqlalchemy.engine import Engine
 
-from llmlabel.api import ApiSettings
+from llmlabel.api import ApiSettings, create_app
 
 from .conftest import Api, LiveServer, project_config, reviews
 
@@ -69,11 +71,7 @@ def test_invalid_json_is_422_naming_the_position(api: Api) -> None:
     assert r.status_code == 422 and "JSON" in r.text
 
 
-def test_bodies_over_the_cap_are_413(engine: Any, admin_token: str) -> None:
-    from fastapi.testclient import TestClient
-
-    from llmlabel.api import create_app
-
+def test_bodies_over_the_cap_are_413(engine: Engine, admin_token: str) -> None:
     headers = {"Authorization": f"Bearer {admin_token}", "Content-Type": "application/json"}
     app = create_app(engine, ApiSettings(max_body_bytes=10_000, callback_interval_seconds=0))
     big = b'{"items": [' + b",".join(b'{"id": "%d", "text": "xxxxxxxxxx"}' % i for i in range(1000)) + b"]}"

@@ -11,7 +11,7 @@ import pytest
 from sqlmodel import select
 
 from llmlabel.store.db import session_scope
-from llmlabel.store.tables import Item, Project, Vote, utcnow
+from llmlabel.store.tables import Item, Lease, Project, Vote, utcnow
 
 from .conftest import Api, force_gold, llm_vote, reviews
 
@@ -94,8 +94,6 @@ def test_leases_cap_expire_and_never_repeat(api: Api) -> None:
     assert t2["item_id"] == "r0000"
     # an expired lease frees its place; its late answer is refused and stores nothing
     with session_scope(api.engine) as s:
-        from llmlabel.store.tables import Lease
-
         lease = s.exec(select(Lease).where(Lease.token == t1["lease_token"])).one()
         lease.expires_at = utcnow() - timedelta(seconds=1)
         s.add(lease)

@@ -15,7 +15,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, Column, Index, UniqueConstraint
+from sqlalchemy import JSON, Column, Index, UniqueConstraint, text
 from sqlmodel import Field, SQLModel
 
 
@@ -53,7 +53,8 @@ class Item(SQLModel, table=True):
     __tablename__ = "items"
     __table_args__ = (
         UniqueConstraint("project_id", "external_id"),
-        Index("ix_items_queue", "project_id", "status", "priority"),
+        # serves the claim's ORDER BY priority DESC, id: most items share one priority
+        Index("ix_items_queue", "project_id", "status", text("priority DESC"), "id"),
     )
 
     id: int | None = Field(default=None, primary_key=True)
