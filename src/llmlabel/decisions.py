@@ -76,7 +76,7 @@ class RefitReport:
     seconds: float
 
 
-_fits: dict[int, Fit] = {}
+_fits: dict[tuple[str, int], Fit] = {}  # by database and project: ids repeat across databases
 _lock = threading.Lock()
 
 
@@ -182,7 +182,7 @@ def _fit_project(session: Session, project: Project, config: ProjectConfig) -> _
         fit.structured = structured_model(config.labels, config.policy.target_confidence)
         fit.structured.fit(table, gold, weight)
     with _lock:
-        _fits[project.id] = fit  # type: ignore[index]
+        _fits[_key(session, project)] = fit
     return _Fitted(fit, item_ids, table, {int(item_ids[r]): lab for r, lab in gold.items()}, len(rows), len(gold))
 
 
@@ -329,10 +329,11 @@ def _structured(config: ProjectConfig, scored: list[Scored], counts: np.ndarray,
     machine_left = available[:, [names.index(k) for k in _MACHINE]].any(axis=1)
     total = counts.sum(axis=1)
     taxonomy = config.labels.type == "taxonomy"
+    leaves = set(config.labels.leaves) if taxonomy else set()  # type: ignore[union-attr]
     out = []
     for r, s in enumerate(scored):
         reached = s.confidence >= p.target_confidence and (not taxonomy or s.level is not None)
-        leaf_reached = reached and (not taxonomy or s.level == config.labels.depth or _is_leaf(config, s.label))  # type: ignore[union-attr]
+        leaf_reached = reached and (not taxonomy or s.level == config.labels.depth or s.label in leaves)  # type: ignore[union-attr]
         v: dict[str, Any] = {"posterior": s.posterior, "confidence": s.confidence, "decided_level": s.level, "conflict_kind": None}
         humans_ok = human[r] >= p.min_human_votes
         spent = total[r] >= p.max_votes
@@ -349,13 +350,13 @@ def _structured(config: ProjectConfig, scored: list[Scored], counts: np.ndarray,
     return out
 
 
-def _is_leaf(config: ProjectConfig, label: str) -> bool:
-    return label in set(config.labels.leaves)  # type: ignore[union-attr]
+def _key(session: Session, project: Project) -> tuple[str, int]:
+    return str(session.get_bind().url), project.id  # type: ignore[return-value]
 
 
 def _fit_for(session: Session, project: Project, config: ProjectConfig) -> Fit:
     with _lock:
-        fit = _fits.get(project.id)  # type: ignore[arg-type]
+        fit = _fits.get(_key(session, project))
     if fit is None or fit.config_hash != project.config_hash or time.time() - fit.fitted_at > REFIT_SECONDS:
         fit = _fit_project(session, project, config).fit  # the model only: other items are left as they are
     return fit
@@ -378,11 +379,6 @@ def after_vote(session: Session, *, project: Project, config: ProjectConfig, ite
     table = _table(rows, np.array([item_id], dtype=np.int64), fit.voter_code, kind_names,
                    [item.fields] if isinstance(config.labels, Options) else None)
     _decide_and_store(session, project, config, fit, np.array([item_id], dtype=np.int64), table, {})
-
-
-def reconsider_voter(session: Session, *, project: Project, config: ProjectConfig, voter_id: int) -> RefitReport:
-    """A gated voter's votes leave consensus: refit, which reopens the items they carried."""
-    return refit(session, project=project, config=config)
 
 
 def voter_reliabilities(session: Session, *, project: Project, config: ProjectConfig) -> dict[int, float]:

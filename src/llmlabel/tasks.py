@@ -45,7 +45,8 @@ class SubmitResult:
     created: bool
 
 
-def _choices(config: ProjectConfig, fields: dict[str, Any]) -> list[Any]:
+def choices(config: ProjectConfig, fields: dict[str, Any]) -> list[Any]:
+    """What a voter may answer for this item, in the order pages number them."""
     if isinstance(config.labels, Options):
         return config.labels.options_of(fields)
     if config.labels.type == "taxonomy":
@@ -90,7 +91,7 @@ def next_task(session: Session, *, project: Project, config: ProjectConfig, vote
         item_id=item.external_id,
         text=render_item(config.item_template, item.fields),
         fields=item.fields,
-        choices=_choices(config, item.fields),
+        choices=choices(config, item.fields),
         instructions=config.instructions.guidelines,
         expires_at=claim.expires_at,
         suggestions=_suggestions(session, item.id) if policy.show_suggestions else [],  # type: ignore[arg-type]
@@ -143,10 +144,10 @@ def submit(
 
 
 def _check_distribution(dist: dict[str, float], config: ProjectConfig, fields: dict[str, Any]) -> None:
-    choices = [str(c) for c in _choices(config, fields)] if not isinstance(config.labels, Options) else [
+    allowed = [str(c) for c in choices(config, fields)] if not isinstance(config.labels, Options) else [
         str(i) for i in range(len(config.labels.options_of(fields)))
     ]
-    unknown = [k for k in dist if k not in choices]
+    unknown = [k for k in dist if k not in allowed]
     if unknown:
         raise InputError(f"predicted_distribution has unknown labels: {', '.join(unknown[:5])}")
     if any(not 0 <= v <= 1 for v in dist.values()) or abs(sum(dist.values()) - 1) > 0.01:
@@ -160,7 +161,7 @@ def _after_gold_answer(session: Session, *, project: Project, config: ProjectCon
         return
     if status == "gated":
         gate(session, voter=voter)
-        decisions.reconsider_voter(session, project=project, config=config, voter_id=voter.id)  # type: ignore[arg-type]
+        decisions.refit(session, project=project, config=config)  # their votes leave consensus; items reopen
     else:
         voter.status = status
         session.add(voter)

@@ -28,6 +28,7 @@ from llmlabel.schema import Options
 from llmlabel.status import project_status
 from llmlabel.store.db import reader, session_scope
 from llmlabel.store.tables import Project, Vote
+from llmlabel.tasks import choices as task_choices
 from llmlabel.tasks import next_task, submit
 from llmlabel.web import charts, metrics
 from llmlabel.web.auth import (
@@ -70,12 +71,7 @@ class LabelForm:
 def _label_form(config: ProjectConfig, fields: dict[str, Any], choices: list[Any] | None = None) -> LabelForm:
     labels = config.labels
     if choices is None:
-        if isinstance(labels, Options):
-            choices = labels.options_of(fields)
-        elif labels.type == "taxonomy":
-            choices = list(labels.node_paths)
-        else:
-            choices = list(labels.class_names)
+        choices = task_choices(config, fields)
     hints: dict[str, str] = {}
     if labels.type in ("single", "multi"):
         hints = {c.name: c.definition for c in labels.classes}
