@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from llmlabel.consensus.calibration import expected_calibration_error
+from llmlabel.consensus.calibration import CalibrationReport, expected_calibration_error
 from llmlabel.consensus.dawid_skene import DawidSkene
 from llmlabel.consensus.em import softmax_rows
 from llmlabel.consensus.errors import ConsensusInputError
@@ -146,7 +146,7 @@ def simulate_policy(
     policy: Policy,
     *,
     items: IntArray | None = None,
-    calibrate: Callable[[FloatArray], FloatArray] | None = None,
+    calibrate: Callable[[FloatArray], FloatArray] | CalibrationReport | None = None,
     seed: int = 0,
 ) -> PolicyReport:
     """Replay dynamic consensus: each item's votes arrive in random order, one per round,
@@ -154,6 +154,8 @@ def simulate_policy(
 
     ``truth`` has one label per item (−1 where unknown, scored only where known). Accuracy
     and ECE are over every replayed item, escalated ones included, at their last posterior.
+    ``calibrate`` is a function of the posteriors or a ``CalibrationReport``; a report is given
+    each item's number of cast votes so far, which a vote-count temperature needs.
     """
     rng = np.random.default_rng(seed)
     items = np.arange(votes.n_items) if items is None else np.asarray(items, dtype=np.int64)
@@ -171,10 +173,13 @@ def simulate_policy(
     active[items] = True
     final_probs = np.zeros((votes.n_items, votes.n_classes))
     code = np.full(votes.n_items, Decision.MORE, dtype=np.int64)
+    cast = np.zeros(votes.n_items, dtype=np.int64)
     while active.any():
         idx = np.flatnonzero(active)
         probs = softmax_rows(logpost[idx])
-        if calibrate is not None:
+        if isinstance(calibrate, CalibrationReport):
+            probs = calibrate.transform(probs, cast[idx])
+        elif calibrate is not None:
             probs = calibrate(probs)
         d = decide(
             probs,
@@ -192,6 +197,7 @@ def simulate_policy(
         pos = order[start[ask, kind] + taken[ask, kind]]
         logpost[ask] += loglik[pos]
         taken[ask, kind] += 1
+        cast[ask] += votes.label[pos] >= 0
     scored = items[truth[items] >= 0]
     probs = final_probs[scored]
     used = taken.sum(axis=1)

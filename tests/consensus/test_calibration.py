@@ -1,15 +1,25 @@
 import numpy as np
+import pytest
 
 from llmlabel.consensus import (
+    ConsensusInputError,
     DawidSkene,
     Gold,
     IsotonicCalibration,
     TemperatureScaling,
+    VoteCountTemperature,
     calibrate,
+    cast_vote_counts,
     expected_calibration_error,
     reliability_table,
 )
-from llmlabel.consensus.calibration import bootstrap_ece
+from llmlabel.consensus.calibration import (
+    _prefix_posteriors,
+    bootstrap_ece,
+    choose_calibration,
+    prefix_posteriors,
+    stratified_ece,
+)
 from llmlabel.simulate import Population, simulate_votes
 
 
@@ -78,3 +88,63 @@ def test_calibrate_measures_and_repairs_correlated_voters():
     assert report.method != "none"
     assert report.ece_after < report.ece_before / 2
     assert report.n_items == 1000
+
+
+def counted(n: int, a: float, b: float, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Posteriors whose evidence grows like n votes, truth drawn at temperature exp(a)·n^b."""
+    rng = np.random.default_rng(seed)
+    n_votes = rng.integers(1, 21, n)
+    logits = rng.normal(0, 1.0, (n, 3)) * n_votes[:, None]
+    t = np.exp(a + b * np.log(n_votes))
+    p = np.exp(logits / t[:, None])
+    p /= p.sum(1, keepdims=True)
+    truth = (rng.random(n)[:, None] > p.cumsum(1)).sum(1)
+    raw = np.exp(logits - logits.max(1, keepdims=True))
+    return raw / raw.sum(1, keepdims=True), truth, n_votes
+
+
+def test_vote_temperature_recovers_growth_with_votes():
+    probs, truth, n_votes = counted(20000, a=0.2, b=0.6)
+    cal = VoteCountTemperature().fit(probs, truth, n_votes)
+    assert abs(cal.a_ - 0.2) < 0.1
+    assert abs(cal.b_ - 0.6) < 0.05
+    fixed = cal.transform(probs, n_votes)
+    np.testing.assert_allclose(fixed.sum(1), 1.0)
+    assert stratified_ece(fixed, truth, n_votes) < 0.02
+    # One temperature for all counts cannot fix every stratum.
+    one = TemperatureScaling().fit(probs, truth).transform(probs)
+    assert stratified_ece(one, truth, n_votes) > 2 * stratified_ece(fixed, truth, n_votes)
+
+
+def test_stratified_ece_is_ece_with_one_count():
+    probs, truth = sampled(2000, sharpness=2.0)
+    same = np.full(2000, 7)
+    assert stratified_ece(probs, truth, same) == expected_calibration_error(probs, truth)
+
+
+def test_choose_calibration_takes_vote_temperature_only_with_counts():
+    probs, truth, n_votes = counted(6000, a=0.0, b=0.7, seed=3)
+    blind = choose_calibration(probs, truth)
+    assert "vote-temperature" not in blind.ece_by_method
+    aware = choose_calibration(probs, truth, n_votes=n_votes)
+    assert aware.method == "vote-temperature"
+    assert aware.needs_votes and not blind.needs_votes
+    assert aware.ece_after == min(aware.ece_by_method.values())
+    with pytest.raises(ConsensusInputError, match="n_votes"):
+        aware.transform(probs)
+    with pytest.raises(ConsensusInputError, match="n_votes has 3 entries"):
+        aware.transform(probs, n_votes[:3])
+    np.testing.assert_allclose(blind.transform(probs, n_votes), blind.transform(probs))
+    with pytest.raises(ConsensusInputError, match="needs n_votes"):
+        choose_calibration(probs, truth, methods=("none", "vote-temperature"))
+
+
+def test_prefix_counts_match_cast_votes():
+    sim = simulate_votes(300, 3, [Population(10, per_item=6)], seed=5)
+    model = DawidSkene().fit(sim.votes)
+    items = np.arange(300)
+    probs, n = _prefix_posteriors(model, sim.votes, items, np.random.default_rng(0))
+    assert n.min() >= 1 and n.max() <= 6
+    assert (cast_vote_counts(sim.votes) == 6).all()
+    again = prefix_posteriors(model, sim.votes, items, np.random.default_rng(0))
+    np.testing.assert_allclose(probs, again)

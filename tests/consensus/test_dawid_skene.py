@@ -141,3 +141,15 @@ def test_errors():
         DawidSkene().predict_proba(toy())
     with pytest.raises(ConsensusInputError, match="weights"):
         DawidSkene().fit(toy(), weights=np.array([1.0, 0.0, 1.0]))
+
+
+def test_vote_index_transpose_built_once_matches_incidence():
+    from llmlabel.consensus.em import VoteIndex
+
+    rng = np.random.default_rng(0)
+    item, voter, label = rng.integers(0, 50, 400), rng.integers(0, 7, 400), rng.integers(0, 3, 400)
+    index = VoteIndex.build(voter, label, item, 50, 3)
+    assert index.incidence_t is not None
+    log_pi = np.log(rng.dirichlet(np.ones(3), size=(3, 7)).transpose(0, 2, 1))
+    lazy = VoteIndex(index.pair_voter, index.pair_label, index.incidence, None, None)
+    np.testing.assert_allclose(index.evidence(log_pi), lazy.evidence(log_pi))

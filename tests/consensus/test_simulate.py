@@ -1,6 +1,6 @@
 import numpy as np
 
-from llmlabel.consensus import DawidSkene, Gold, Policy, calibrate
+from llmlabel.consensus import DawidSkene, Gold, Policy, VoterKinds, Votes, calibrate
 from llmlabel.simulate import Population, simulate_policy, simulate_votes
 
 
@@ -50,3 +50,31 @@ def test_policy_replay_saves_votes_and_keeps_accuracy():
     assert r.mean_votes < 0.6 * r.mean_votes_available
     assert r.accuracy > all_votes - 0.02
     assert r.share_final + r.share_escalated == 1.0
+
+
+def test_policy_replay_passes_vote_counts_to_a_vote_temperature():
+    # Each voter's vote is copied by two shadow voters: evidence grows slower than the count
+    # of votes, which only a vote-count temperature can express.
+    base = simulate_votes(2500, 2, [Population(30, per_item=4, accuracy=(6, 2))], seed=7)
+    v = base.votes
+    votes = Votes(
+        np.r_[v.item, v.item, v.item],
+        np.r_[v.voter, v.voter + 30, v.voter + 60],
+        np.r_[v.label, v.label, v.label],
+        v.n_items,
+        90,
+        2,
+    )
+    kinds = VoterKinds.uniform(90)
+    gold = Gold(np.arange(800), base.truth[:800])
+    model = DawidSkene().fit(votes, gold, kinds)
+    aware = calibrate(DawidSkene(), votes, gold, kinds=kinds, by_votes=True)
+    assert aware.method == "vote-temperature" and aware.needs_votes
+    items = np.arange(800, 2500)
+    policy = Policy(target=0.9, min_human_votes=1, max_votes=100)
+    r = simulate_policy(model, votes, kinds, base.truth, policy, items=items, calibrate=aware)
+    all_votes = (model.posteriors_[items].argmax(1) == base.truth[items]).mean()
+    assert r.accuracy > all_votes - 0.03
+    assert r.mean_votes < r.mean_votes_available
+    # Finalized posteriors say what they mean at the point the policy stopped.
+    assert r.ece < 0.05

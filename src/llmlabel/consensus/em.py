@@ -67,6 +67,9 @@ class VoteIndex:
     incidence: sparse.csr_matrix
     item_weight: FloatArray | None
     pair_scale: FloatArray | None
+    # items × pairs, built once: EM reads it every iteration, and ``incidence.T`` would be a
+    # CSC view rebuilt on each call.
+    incidence_t: sparse.csr_matrix | None = None
 
     @classmethod
     def build(
@@ -88,7 +91,14 @@ class VoteIndex:
         if scale is not None:
             pair_scale = np.ones(pairs.shape[0])
             pair_scale[inv] = scale
-        return cls(pairs // n_classes, pairs % n_classes, incidence, item_weight, pair_scale)
+        return cls(
+            pairs // n_classes,
+            pairs % n_classes,
+            incidence,
+            item_weight,
+            pair_scale,
+            incidence.T.tocsr(),
+        )
 
     def counts(self, truth: FloatArray, n_vv: int) -> FloatArray:
         """Expected counts[true, said, voter] under soft truth (n_items, K)."""
@@ -103,7 +113,8 @@ class VoteIndex:
         per_pair = np.ascontiguousarray(log_pi[:, self.pair_label, self.pair_voter].T)
         if self.pair_scale is not None:
             per_pair *= self.pair_scale[:, None]
-        out: FloatArray = self.incidence.T @ per_pair
+        inc_t = self.incidence_t if self.incidence_t is not None else self.incidence.T
+        out: FloatArray = inc_t @ per_pair
         return out
 
 
