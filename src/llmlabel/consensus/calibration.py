@@ -476,8 +476,10 @@ def calibrate(
     10–40% more votes at the same accuracy.
 
     ``by_votes`` adds the vote-count temperature (``VoteCountTemperature``) to the candidates;
-    a report that chose it needs ``transform(probs, n_votes)``. On the crowd sets it lets the
-    dynamic policy stop after 20–70% fewer votes than a repair blind to the vote count.
+    a report that chose it needs ``transform(probs, n_votes)``. On the crowd sets (bench) it
+    cut the votes the dynamic policy used at target 0.95 by 15–65% on 8 of 11 sets, within
+    1 pp of all-votes accuracy except possent (−1.3 pp: an honest 0.95 stop there is below
+    the 0.963 that all votes reach).
     """
     probs, truth, counts = _out_of_fold(
         model,
