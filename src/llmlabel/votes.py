@@ -1,17 +1,22 @@
-"""Recording a vote: the one write path for human, expert and LLM votes alike.
+"""Recording votes: the one write path for human, expert and LLM votes alike.
 
 The database's unique (item, voter) constraint makes a vote idempotent: recording the same
 voter's vote on an item twice (a replayed request, a resumed LLM run) stores it once and
-returns the first one, so no retry path can double-count evidence.
+keeps the first one, so no retry path can double-count evidence. The insert says so itself
+(``ON CONFLICT (item_id, voter_id) DO NOTHING … RETURNING``, on SQLite ≥ 3.35 and PostgreSQL),
+so a batch of votes is one statement and ``items.vote_count`` grows only by the rows that
+were actually inserted.
 """
 
 from __future__ import annotations
 
+from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session, select
 
 from llmlabel.store.tables import Item, Vote, utcnow
@@ -33,21 +38,49 @@ class VoteInput:
     predicted_distribution: dict[str, float] | None = None
 
 
+@dataclass(frozen=True)
+class NewVote:
+    """One vote to record: whose, on which item, and what."""
+
+    item_id: int
+    voter_id: int
+    vote: VoteInput
+
+
+def record_votes(session: Session, *, project_id: int, votes: Sequence[NewVote]) -> dict[tuple[int, int], int]:
+    """Store votes in one statement; returns {(item_id, voter_id): vote id} of those inserted.
+    A vote whose voter already voted on the item (earlier, or earlier in ``votes``) is skipped."""
+    if not votes:
+        return {}
+    session.flush()  # the caller's pending rows (an item, a voter) first: the votes refer to them
+    now = utcnow()
+    rows = [{"project_id": project_id, "item_id": v.item_id, "voter_id": v.voter_id, "created_at": now,
+             **v.vote.__dict__} for v in votes]
+    dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
+    stmt = (
+        dialect.insert(Vote.__table__)  # type: ignore[attr-defined]
+        .on_conflict_do_nothing(index_elements=["item_id", "voter_id"])
+        .returning(Vote.__table__.c.id, Vote.__table__.c.item_id, Vote.__table__.c.voter_id)  # type: ignore[attr-defined]
+    )
+    created = {(int(item), int(voter)): int(vid) for vid, item, voter in session.execute(stmt, rows).all()}
+    per_item = Counter(item for item, _ in created)  # new votes per item: one UPDATE per distinct count
+    for n in sorted(set(per_item.values())):
+        ids = [item for item, k in per_item.items() if k == n]
+        session.execute(
+            update(Item).where(Item.id.in_(ids))  # type: ignore[union-attr]
+            .values(vote_count=Item.vote_count + n, updated_at=now)
+        )
+    return created
+
+
 def record_vote(
     session: Session, *, project_id: int, item_id: int, voter_id: int, vote: VoteInput
 ) -> tuple[Vote, bool]:
     """Store a vote; returns (vote, created). A second vote by the same voter returns the first."""
-    row = Vote(project_id=project_id, item_id=item_id, voter_id=voter_id, **vote.__dict__)
-    try:
-        with session.begin_nested():
-            session.add(row)
-            session.flush()
-    except IntegrityError:
-        existing = session.exec(select(Vote).where(Vote.item_id == item_id, Vote.voter_id == voter_id)).one()
-        return existing, False
-    session.execute(
-        update(Item)
-        .where(Item.id == item_id)  # type: ignore[arg-type]
-        .values(vote_count=Item.vote_count + 1, updated_at=utcnow())
-    )
-    return row, True
+    created = record_votes(session, project_id=project_id, votes=[NewVote(item_id, voter_id, vote)])
+    if created:
+        row = session.get(Vote, created[item_id, voter_id])
+        assert row is not None
+        return row, True
+    existing = session.exec(select(Vote).where(Vote.item_id == item_id, Vote.voter_id == voter_id)).one()
+    return existing, False

@@ -5,8 +5,9 @@ small batches through the same leases human tasks use (``store.leases.claim(huma
 several ``llmlabel label`` processes split the work and a dead process's items come back when
 its leases expire. It renders each item's first request and looks all of a batch's request
 hashes up in the ledger at once, so a resumed or repeated run answers them without a call.
-Workers turn items into votes; the vote and the lease's end are written together. All of a
-run's writes (claims, ledger rows, votes, releases) go through its single writer thread: on
+When a whole batch was answered from the ledger, the next claim is larger (a re-run goes at
+the database's pace, not the provider's). Workers turn items into votes; votes waiting to be
+written go in one statement, each with its lease's end, in one transaction. All of a run's writes (claims, ledger rows, votes, releases) go through its single writer thread: on
 SQLite, writers on several connections of one process would queue on the file lock through
 SQLite's sleeping busy handler, which costs far more than the writes.
 
@@ -38,7 +39,9 @@ from llmlabel.projects import get_or_create_voter
 from llmlabel.store import leases
 from llmlabel.store.db import reader
 from llmlabel.store.tables import Gold, Item
-from llmlabel.votes import VoteInput, record_vote
+from llmlabel.votes import NewVote, VoteInput, record_votes
+
+CACHED_BATCH = 1024  # items per claim once the ledger answers whole batches
 
 
 @dataclass
@@ -164,7 +167,7 @@ class Run:
             project_id=self.project_id, run_id=self.run_id,
         )
         work: asyncio.Queue[Work | None] = asyncio.Queue(maxsize=cfg.concurrency * 2)
-        pending_writes: list[asyncio.Future[Any]] = []
+        votes = VoteWriter(writer, self.project_id, voter_id)
         stop = asyncio.Event()
         consecutive_failures = 0
         mine: set[int] = set()  # items this process holds: a lease of ours that lapsed while the
@@ -172,7 +175,8 @@ class Run:
 
         async def produce() -> None:
             claimed = 0
-            batch = max(8, min(cfg.concurrency * 2, 256))  # small: a leased item starts soon after
+            small = max(8, min(cfg.concurrency * 2, 256))  # a leased item starts soon after its claim
+            batch = small
             while not stop.is_set() and (self.limit is None or claimed < self.limit):
                 n = batch if self.limit is None else min(batch, self.limit - claimed)
                 rows = await writer.submit(_claim(self.project_id, voter_id, n, self.lease_seconds))
@@ -183,6 +187,8 @@ class Run:
                 claimed += len(rows)
                 units = [labeler.prepare(item_id, lease_id, fields) for item_id, lease_id, fields in rows]
                 hits = await asyncio.to_thread(lookup, self.engine, [u.hash for u in units])
+                # all answered already: take more at once next time; else back to small batches
+                batch = min(batch * 4, CACHED_BATCH) if units and len(hits) == len(units) else small
                 for u in units:
                     u.cached = hits.get(u.hash)
                     await work.put(u)
@@ -231,20 +237,48 @@ class Run:
             stats.calls += tally.calls
             stats.cache_hits += tally.cache_hits
             stats.cost_usd += tally.cost
-            pending_writes.append(writer.submit(_vote_op(self.project_id, unit, voter_id, vote)))
+            votes.add(unit, vote)
             if self.progress is not None:
                 self.progress(stats)
 
-        await asyncio.gather(produce(), *(consume() for _ in range(cfg.concurrency)))
-        if pending_writes:
-            await asyncio.gather(*pending_writes)
+        try:
+            await asyncio.gather(produce(), *(consume() for _ in range(cfg.concurrency)))
+        finally:
+            await votes.flush()
 
 
-def _vote_op(project_id: int, unit: Work, voter_id: int, vote: VoteInput) -> Callable[[Session], Any]:
+class VoteWriter:
+    """A labeler's votes on their way to the database: those that pile up while one write is in
+    flight go together in the next, each with the end of its lease (one transaction: a vote is
+    never without its lease done, nor the reverse)."""
+
+    def __init__(self, writer: Writer, project_id: int, voter_id: int) -> None:
+        self.writer, self.project_id, self.voter_id = writer, project_id, voter_id
+        self.pending: list[tuple[Work, VoteInput]] = []
+        self.task: asyncio.Task[None] | None = None
+
+    def add(self, unit: Work, vote: VoteInput) -> None:
+        self.pending.append((unit, vote))
+        if self.task is None or self.task.done():
+            self.task = asyncio.ensure_future(self._drain())
+
+    async def _drain(self) -> None:
+        while self.pending:
+            batch, self.pending = self.pending, []
+            await self.writer.submit(_votes_op(self.project_id, self.voter_id, batch))
+
+    async def flush(self) -> None:
+        """Wait until every vote added so far is committed (raises if a write failed)."""
+        while self.task is not None:
+            task = self.task
+            await task
+            if self.task is task:
+                return
+
+
+def _votes_op(project_id: int, voter_id: int, batch: list[tuple[Work, VoteInput]]) -> Callable[[Session], Any]:
     def op(session: Session) -> None:
-        record_vote(session, project_id=project_id, item_id=unit.item_id, voter_id=voter_id, vote=vote)
-        leases.finish(session, lease_id=unit.lease_id)
+        record_votes(session, project_id=project_id, votes=[NewVote(u.item_id, voter_id, v) for u, v in batch])
+        leases.finish(session, lease_ids=[u.lease_id for u, _ in batch])
 
     return op
-
-

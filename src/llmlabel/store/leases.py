@@ -17,11 +17,12 @@ claimers pass each other instead of queueing, and judged again once locked (see
 from __future__ import annotations
 
 import secrets
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, exists, func, or_, select, update
+from sqlalchemy import and_, bindparam, exists, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
 
@@ -152,35 +153,42 @@ def claim(
             select(Lease.item_id, Lease.id).where(Lease.voter_id == voter_id, Lease.item_id.in_(ids))  # type: ignore[attr-defined]
         ).all()
     )
-    claims = []
-    for item_id in ids:
-        token = secrets.token_urlsafe(24)
-        if item_id in lapsed:  # an LLM labeler taking back its own lapsed lease
-            session.execute(
-                update(Lease).where(Lease.id == lapsed[item_id])  # type: ignore[arg-type]
-                .values(token=token, state="active", expires_at=expires, created_at=now)
-            )
-            lease_id = lapsed[item_id]
-        else:
-            lease = Lease(project_id=project_id, item_id=item_id, voter_id=voter_id, token=token,
-                          expires_at=expires, is_human=human, is_gold=gold)
-            if gold:  # gold rows are not locked: the same annotator's concurrent request may win
-                try:
-                    with session.begin_nested():
-                        session.add(lease)
-                except IntegrityError:
-                    continue
-            else:
-                session.add(lease)
-                session.flush()
-            assert lease.id is not None
-            lease_id = lease.id
-        claims.append(Claim(lease_id=lease_id, token=token, item_id=item_id, expires_at=expires))
-    return claims
+    tokens = {item_id: secrets.token_urlsafe(24) for item_id in ids}
+    taken = {item_id: lapsed[item_id] for item_id in ids if item_id in lapsed}
+    table = Lease.__table__  # type: ignore[attr-defined]
+    if taken:  # an LLM labeler taking back its own lapsed leases
+        session.execute(
+            update(table).where(table.c.id == bindparam("lease_id"))
+            .values(token=bindparam("new_token"), state="active", expires_at=expires, created_at=now),
+            [{"lease_id": taken[i], "new_token": tokens[i]} for i in taken],
+        )
+    rows = [{"project_id": project_id, "item_id": i, "voter_id": voter_id, "token": tokens[i], "state": "active",
+             "is_human": human, "is_gold": gold, "created_at": now, "expires_at": expires} for i in ids if i not in taken]
+    if gold:  # gold rows are not locked: the same annotator's concurrent request may win
+        taken.update(_insert_each(session, rows))
+    elif rows:  # the rows are locked (or the database is): all of them in one statement
+        taken.update((int(i), int(lid)) for lid, i in session.execute(insert(table).returning(table.c.id, table.c.item_id), rows))
+    return [Claim(lease_id=taken[i], token=tokens[i], item_id=i, expires_at=expires) for i in ids if i in taken]
 
 
-def finish(session: Session, *, lease_id: int) -> None:
-    session.execute(update(Lease).where(Lease.id == lease_id).values(state="done"))  # type: ignore[arg-type]
+def _insert_each(session: Session, rows: list[dict[str, Any]]) -> dict[int, int]:
+    """Insert leases one by one, skipping those another transaction got first: item → lease id."""
+    table = Lease.__table__  # type: ignore[attr-defined]
+    out = {}
+    for row in rows:
+        try:
+            with session.begin_nested():
+                out[row["item_id"]] = int(session.execute(insert(table).returning(table.c.id), row).scalar_one())
+        except IntegrityError:
+            continue
+    return out
+
+
+def finish(session: Session, *, lease_id: int | None = None, lease_ids: Sequence[int] = ()) -> None:
+    """Mark leases done (their votes are recorded): ``lease_id``, or many at once."""
+    ids = [*lease_ids, *([] if lease_id is None else [lease_id])]
+    if ids:
+        session.execute(update(Lease).where(Lease.id.in_(ids)).values(state="done"))  # type: ignore[union-attr]
 
 
 def release(session: Session, *, lease_ids: list[int]) -> None:
