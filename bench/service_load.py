@@ -7,7 +7,7 @@
 Per database: a fresh database (a SQLite file, or a PostgreSQL schema of its own) with one
 project, ``--items`` items (a few gold), an annotator token each; consensus fitted once, as an
 admin does after an import. Then ``uvicorn llmlabel.api.server:app_from_env`` runs with
-``--workers`` processes on 127.0.0.1, and ``--annotators`` simulated annotators (httpx async
+``--workers`` processes on 127.0.0.1, and ``--annotators`` simulated annotators (aiohttp
 clients, one connection each, in one asyncio loop) take the next task and answer it, as fast
 as the server lets them, for ``--seconds``. Prints votes/s and the p50/p99 latency of
 ``GET …/tasks/next`` and ``POST …/vote``, then checks in the database: every 201 is a vote row
@@ -176,35 +176,43 @@ class Tally:
 
 
 async def annotator(base: str, token: str, seed_: int, tally: Tally, stop_at: float) -> None:
-    import httpx
+    """One annotator on one keep-alive connection. aiohttp rather than httpx: the load
+    generator shares the 2 cores with the server, and httpx spends several times more CPU per
+    request, which would be measured as the server's slowness."""
+    import aiohttp
 
     rng = random.Random(seed_)
     headers = {"Authorization": f"Bearer {token}"}
-    async with httpx.AsyncClient(base_url=base, headers=headers, timeout=60,
-                                 limits=httpx.Limits(max_connections=1)) as client:
+    connector = aiohttp.TCPConnector(limit=1)
+    async with aiohttp.ClientSession(base, headers=headers, connector=connector,
+                                     timeout=aiohttp.ClientTimeout(total=60)) as client:
         while time.monotonic() < stop_at:
             t0 = time.perf_counter()
-            r = await client.get("/api/v1/projects/load/tasks/next")
+            async with client.get("/api/v1/projects/load/tasks/next") as r:
+                body = await r.read()
             tally.next_ms.append((time.perf_counter() - t0) * 1000)
-            tally.statuses[("next", r.status_code)] += 1
-            if r.status_code >= 500:
-                tally.errors.append(f"next {r.status_code} {r.text[:200]}")
-            if r.status_code == 204:
+            tally.statuses[("next", r.status)] += 1
+            if r.status >= 500:
+                tally.errors.append(f"next {r.status} {body[:200]!r}")
+            if r.status == 204:
                 await asyncio.sleep(0.2)
                 continue
-            if r.status_code != 200:
+            if r.status != 200:
                 return  # gated (403) or broken: this annotator stops
-            task = r.json()
+            task = json.loads(body)
             label = truth(task["item_id"]) if rng.random() < 0.95 else rng.choice(LABELS)
             t0 = time.perf_counter()
-            v = await client.post(f"/api/v1/projects/load/tasks/{task['lease_token']}/vote", json={"label": label},
-                                  headers={"Idempotency-Key": uuid.uuid4().hex})
+            async with client.post(f"/api/v1/projects/load/tasks/{task['lease_token']}/vote", json={"label": label},
+                                   headers={"Idempotency-Key": uuid.uuid4().hex}) as v:
+                body = await v.read()
             tally.vote_ms.append((time.perf_counter() - t0) * 1000)
-            tally.statuses[("vote", v.status_code)] += 1
-            if v.status_code == 201 and v.json()["created"]:
-                tally.created.append(v.json()["vote_id"])
-            elif v.status_code >= 500:
-                tally.errors.append(f"vote {v.status_code} {v.text[:200]}")
+            tally.statuses[("vote", v.status)] += 1
+            if v.status == 201:
+                answer = json.loads(body)
+                if answer["created"]:
+                    tally.created.append(answer["vote_id"])
+            elif v.status >= 500:
+                tally.errors.append(f"vote {v.status} {body[:200]!r}")
 
 
 async def hammer(base: str, tokens: list[str], seconds: float) -> tuple[Tally, float]:

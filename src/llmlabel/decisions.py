@@ -228,7 +228,10 @@ def _decide_and_store(
     session: Session, project: Project, config: ProjectConfig, fit: Fit, item_ids: np.ndarray, t: VoteTable,
     gold: dict[int, Any],
     humans_available: bool = True,
+    current: dict[int, tuple[Any, ...]] | None = None,
 ) -> dict[str, int]:
+    """Decide the items and store the decisions; ``current`` holds the items' (id, status,
+    decided_by, decided_at, conflict_kind) when the caller has just read them."""
     n = len(item_ids)
     names = DEFAULT_KINDS
     cast = np.array([lab is not None for lab in t.labels], dtype=bool)
@@ -258,9 +261,10 @@ def _decide_and_store(
         locked = set(session.exec(select(Item.id).where(scope).with_for_update(skip_locked=True)).all())
     else:
         locked = set(item_ids.tolist())
-    current = {r[0]: r for r in session.exec(
-        select(Item.id, Item.status, Item.decided_by, Item.decided_at, Item.conflict_kind).where(scope)  # type: ignore[arg-type]
-    ).all()}
+    if current is None:
+        current = {r[0]: tuple(r) for r in session.exec(
+            select(Item.id, Item.status, Item.decided_by, Item.decided_at, Item.conflict_kind).where(scope)  # type: ignore[arg-type]
+        ).all()}
     now = utcnow()
     out, by_status = [], defaultdict(int)
     for r, item_id in enumerate(item_ids.tolist()):
@@ -365,11 +369,15 @@ def _fit_for(session: Session, project: Project, config: ProjectConfig) -> Fit:
 def after_vote(session: Session, *, project: Project, config: ProjectConfig, item_id: int) -> None:
     """Re-decide one item after a vote, with the current fit (a periodic refit keeps it fresh)."""
     fit = _fit_for(session, project, config)
-    item = session.get(Item, item_id, populate_existing=True)  # a refit may just have updated it
-    if item is None or item.decided_by == "adjudication":
-        return
-    if session.exec(select(Gold.id).where(Gold.item_id == item_id)).first() is not None:
-        return  # gold is decided by its gold label, whatever the votes say
+    need_fields = isinstance(config.labels, Options)
+    state = session.execute(
+        select(Item.id, Item.status, Item.decided_by, Item.decided_at, Item.conflict_kind, Gold.id,
+               Item.fields if need_fields else Item.id)  # type: ignore[arg-type]
+        .outerjoin(Gold, Gold.item_id == Item.id)  # type: ignore[arg-type]
+        .where(Item.id == item_id)
+    ).first()
+    if state is None or state[2] == "adjudication" or state[5] is not None:
+        return  # settled by a reviewer, or gold: decided by its gold label, whatever the votes say
     rows = list(session.exec(
         select(Vote.item_id, Vote.voter_id, Vote.label, Vote.confidence, Voter.kind)
         .join(Voter, Voter.id == Vote.voter_id)  # type: ignore[arg-type]
@@ -377,8 +385,9 @@ def after_vote(session: Session, *, project: Project, config: ProjectConfig, ite
     ).all())
     kind_names = [DEFAULT_KINDS[k] for k in fit.kinds.kind.tolist()][: len(fit.voter_code)]
     table = _table(rows, np.array([item_id], dtype=np.int64), fit.voter_code, kind_names,
-                   [item.fields] if isinstance(config.labels, Options) else None)
-    _decide_and_store(session, project, config, fit, np.array([item_id], dtype=np.int64), table, {})
+                   [state[6]] if need_fields else None)
+    _decide_and_store(session, project, config, fit, np.array([item_id], dtype=np.int64), table, {},
+                      current={item_id: tuple(state[:5])})
 
 
 def voter_reliabilities(session: Session, *, project: Project, config: ProjectConfig) -> dict[int, float]:

@@ -23,7 +23,7 @@ from llmlabel.rendering import render_item
 from llmlabel.schema import Options
 from llmlabel.store import leases
 from llmlabel.store.tables import Item, Lease, Project, Vote, Voter, utcnow
-from llmlabel.votes import VoteInput, record_vote
+from llmlabel.votes import NewVote, VoteInput, record_votes
 
 
 @dataclass
@@ -84,17 +84,16 @@ def next_task(session: Session, *, project: Project, config: ProjectConfig, vote
     if not claims:
         return None
     claim = claims[0]
-    item = session.get(Item, claim.item_id)
-    assert item is not None
+    external_id, fields = session.execute(select(Item.external_id, Item.fields).where(Item.id == claim.item_id)).one()
     return Task(
         lease_token=claim.token,
-        item_id=item.external_id,
-        text=render_item(config.item_template, item.fields),
-        fields=item.fields,
-        choices=choices(config, item.fields),
+        item_id=external_id,
+        text=render_item(config.item_template, fields),
+        fields=fields,
+        choices=choices(config, fields),
         instructions=config.instructions.guidelines,
         expires_at=claim.expires_at,
-        suggestions=_suggestions(session, item.id) if policy.show_suggestions else [],  # type: ignore[arg-type]
+        suggestions=_suggestions(session, claim.item_id) if policy.show_suggestions else [],
     )
 
 
@@ -110,37 +109,43 @@ def submit(
     comment: str | None = None,
     predicted_distribution: dict[str, float] | None = None,
 ) -> SubmitResult:
-    lease = session.exec(select(Lease).where(Lease.token == lease_token)).first()
+    lease = session.execute(
+        select(Lease.id, Lease.voter_id, Lease.project_id, Lease.state, Lease.expires_at, Lease.created_at,
+               Lease.is_gold, Lease.item_id, Item.external_id, Item.fields)
+        .join(Item, Item.id == Lease.item_id)  # type: ignore[arg-type]
+        .where(Lease.token == lease_token)
+    ).first()
     if lease is None or lease.voter_id != voter.id or lease.project_id != project.id:
         raise NotFoundError("no such task for you: the lease token is unknown or belongs to someone else")
-    item = session.get(Item, lease.item_id)
-    assert item is not None
     if lease.state == "done":
-        existing = session.exec(select(Vote).where(Vote.item_id == item.id, Vote.voter_id == voter.id)).first()
-        raise ConflictError(f"task for item {item.external_id!r} was already answered"
-                            + (f" (vote {existing.id})" if existing else ""))
+        existing = _vote_id(session, lease.item_id, voter.id)  # type: ignore[arg-type]
+        raise ConflictError(f"task for item {lease.external_id!r} was already answered"
+                            + (f" (vote {existing})" if existing else ""))
     now = utcnow()
     if lease.state != "active" or lease.expires_at <= now:
         raise ConflictError(
-            f"the lease on item {item.external_id!r} expired at {lease.expires_at.isoformat()}; "
+            f"the lease on item {lease.external_id!r} expired at {lease.expires_at.isoformat()}; "
             "the item went back to the pool, fetch a new task"
         )
-    canonical = config.labels.validate_label(label, item.fields, where=f" (item {item.external_id!r})")
+    canonical = config.labels.validate_label(label, lease.fields, where=f" (item {lease.external_id!r})")
     if predicted_distribution is not None:
-        _check_distribution(predicted_distribution, config, item.fields)
-    vote, created = record_vote(
-        session, project_id=project.id, item_id=item.id, voter_id=voter.id,  # type: ignore[arg-type]
-        vote=VoteInput(
-            label=canonical, confidence=None, confidence_method="human",
-            latency_ms=(now - lease.created_at).total_seconds() * 1000, unsure=unsure,
-            comment=comment, predicted_distribution=predicted_distribution,
-        ),
+        _check_distribution(predicted_distribution, config, lease.fields)
+    vote = VoteInput(
+        label=canonical, confidence=None, confidence_method="human",
+        latency_ms=(now - lease.created_at).total_seconds() * 1000, unsure=unsure,
+        comment=comment, predicted_distribution=predicted_distribution,
     )
-    leases.finish(session, lease_id=lease.id)  # type: ignore[arg-type]
+    created = record_votes(session, project_id=project.id, votes=[NewVote(lease.item_id, voter.id, vote)])  # type: ignore[arg-type]
+    vote_id = created.get((lease.item_id, voter.id)) or _vote_id(session, lease.item_id, voter.id)  # type: ignore[arg-type]
+    leases.finish(session, lease_id=lease.id)
     if lease.is_gold:
         _after_gold_answer(session, project=project, config=config, voter=voter)
-    decisions.after_vote(session, project=project, config=config, item_id=item.id)  # type: ignore[arg-type]
-    return SubmitResult(item_id=item.external_id, vote_id=vote.id, created=created)  # type: ignore[arg-type]
+    decisions.after_vote(session, project=project, config=config, item_id=lease.item_id)
+    return SubmitResult(item_id=lease.external_id, vote_id=vote_id, created=bool(created))  # type: ignore[arg-type]
+
+
+def _vote_id(session: Session, item_id: int, voter_id: int) -> int | None:
+    return session.execute(select(Vote.id).where(Vote.item_id == item_id, Vote.voter_id == voter_id)).scalar()
 
 
 def _check_distribution(dist: dict[str, float], config: ProjectConfig, fields: dict[str, Any]) -> None:

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, TypeVar
 
 from fastapi import Depends, Header, Request
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
+from starlette.concurrency import run_in_threadpool
 
 from llmlabel.access import Principal, authenticate, visible_project, voter_for
 from llmlabel.config import ProjectConfig
@@ -17,6 +18,7 @@ from llmlabel.projects import project_config
 from llmlabel.store.db import session_scope
 from llmlabel.store.tables import Project, Voter
 
+T = TypeVar("T")
 
 @dataclass(frozen=True)
 class ApiSettings:
@@ -27,12 +29,12 @@ class ApiSettings:
     web_cookie_name: str = "llmlabel_token"
 
 
-def get_engine(request: Request) -> Engine:
+async def get_engine(request: Request) -> Engine:
     engine: Engine = request.app.state.engine
     return engine
 
 
-def get_settings(request: Request) -> ApiSettings:
+async def get_settings(request: Request) -> ApiSettings:
     settings: ApiSettings = request.app.state.settings
     return settings
 
@@ -84,14 +86,58 @@ class ProjectAccess:
                          qualify=self.config.policy.qualification_tasks > 0)
 
 
+def _access(session: Session, principal: Principal, name: str, roles: tuple[str, ...]) -> ProjectAccess:
+    """The principal's access to the project ``name`` (404 to outsiders, 403 to the wrong role)."""
+    project = visible_project(session, principal=principal, name=name, roles=roles)
+    return ProjectAccess(project, project_config(session, project=project), principal, session)
+
+
 def project_access(*roles: str):  # type: ignore[no-untyped-def]
     """A dependency granting the route to ``roles`` on the project in the path (404 to outsiders)."""
 
     def dep(name: str, session: SessionDep, principal: PrincipalDep) -> ProjectAccess:
-        project = visible_project(session, principal=principal, name=name, roles=roles)
-        return ProjectAccess(project, project_config(session, project=project), principal, session)
+        return _access(session, principal, name, roles)
 
     return dep
 
 
 EngineDep = Annotated[Engine, Depends(get_engine)]
+
+
+def _in_session(engine: Engine, work: Callable[[Session], T]) -> T:
+    with session_scope(engine) as session:
+        return work(session)
+
+
+@dataclass(frozen=True)
+class Caller:
+    """The caller's token (not checked yet) and the database: what the busiest routes (an
+    annotator's next task and vote) need to do all their work in one call.
+
+    Dependencies that touch the database each cost a trip to the thread pool, and under load
+    those trips cost more CPU than the work. ``run`` makes one: it opens the transaction,
+    checks the caller inside it and does the work, committing before the response is sent.
+    On SQLite it runs on the event loop itself: requests are already served one at a time per
+    process (see ``serialize.py``), so a thread would only add the hop.
+    """
+
+    token: str
+    engine: Engine
+
+    async def run(self, work: Callable[[Session], T]) -> T:
+        if self.engine.dialect.name == "sqlite":
+            return _in_session(self.engine, work)
+        return await run_in_threadpool(_in_session, self.engine, work)
+
+    def access(self, session: Session, *, name: str, roles: tuple[str, ...]) -> ProjectAccess:
+        return _access(session, authenticate(session, token=self.token), name, roles)
+
+
+async def get_caller(
+    request: Request, authorization: Annotated[str | None, Header()] = None,
+) -> Caller:
+    settings: ApiSettings = request.app.state.settings
+    return Caller(_token(request, authorization, settings.web_cookie_name), request.app.state.engine)
+
+
+CallerDep = Annotated[Caller, Depends(get_caller)]

@@ -40,6 +40,8 @@ from .em import (
 from .errors import ConsensusInputError
 from .votes import ABSTAIN, FloatArray, Gold, IntArray, VoterKinds, Votes
 
+SMALL_TABLE = 256  # votes below which log_posterior sums directly instead of building the index
+
 
 @dataclass(frozen=True)
 class Bands:
@@ -236,6 +238,13 @@ class DawidSkene:
         """Unnormalized log posterior per item (the logits calibration rescales)."""
         idx, table, scale = self._vote_params(votes, kinds)
         cast = votes.label != ABSTAIN
+        if idx.shape[0] <= SMALL_TABLE:
+            # a few votes (one item, re-decided after a vote): summing them directly is far
+            # cheaper than setting up the sparse index
+            per_vote = table[idx, :, votes.label[cast]] * scale[:, None]
+            ev = np.zeros((votes.n_items, table.shape[1]))
+            np.add.at(ev, votes.item[cast], per_vote)
+            return np.log(self.class_prior_) + ev
         index = VoteIndex.build(
             idx,
             votes.label[cast],

@@ -5,20 +5,20 @@ from __future__ import annotations
 import hashlib
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Header, Response, status
+from fastapi import APIRouter, Header, Response, status
 from fastapi.responses import JSONResponse
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session, select
 
-from llmlabel.api.deps import ProjectAccess, project_access
+from llmlabel.api.deps import CallerDep
 from llmlabel.api.schemas import TaskOut, VoteIn, VoteOut
 from llmlabel.errors import ConflictError, InputError, NotFoundError
 from llmlabel.store import leases
-from llmlabel.store.tables import IdempotencyRecord, Lease
-from llmlabel.tasks import next_task, submit
+from llmlabel.store.tables import IdempotencyRecord, Lease, utcnow
+from llmlabel.tasks import Task, next_task, submit
 
 router = APIRouter(prefix="/api/v1/projects/{name}/tasks", tags=["tasks"])
-Annotator = Annotated[ProjectAccess, Depends(project_access("annotator"))]
+ANNOTATOR = ("annotator",)
 IdempotencyKey = Annotated[
     str | None,
     Header(alias="Idempotency-Key", max_length=128, description="a replay with the same key returns the first answer"),
@@ -26,8 +26,12 @@ IdempotencyKey = Annotated[
 
 
 @router.get("/next", response_model=TaskOut, responses={204: {"description": "no task for you right now"}})
-def get_next_task(access: Annotator) -> Any:
-    task = next_task(access.session, project=access.project, config=access.config, voter=access.voter())
+async def get_next_task(name: str, caller: CallerDep) -> Any:
+    def work(session: Session) -> Task | None:
+        access = caller.access(session, name=name, roles=ANNOTATOR)
+        return next_task(session, project=access.project, config=access.config, voter=access.voter())
+
+    task = await caller.run(work)
     if task is None:
         return Response(status_code=status.HTTP_204_NO_CONTENT)
     return TaskOut(**task.__dict__)
@@ -44,48 +48,62 @@ def _replay(session: Session, account_id: int, key: str, request_hash: str) -> J
     return JSONResponse(record.response, status_code=record.status_code, headers={"Idempotent-Replayed": "true"})
 
 
+def _remember(session: Session, account_id: int, key: str, request_hash: str, out: VoteOut) -> bool:
+    """Store the answer under its key; False if the key already holds one (a concurrent replay)."""
+    table = IdempotencyRecord.__table__  # type: ignore[attr-defined]
+    dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
+    stmt = dialect.insert(table).on_conflict_do_nothing(index_elements=["account_id", "key"]).returning(table.c.id)
+    row = {"account_id": account_id, "key": key, "request_hash": request_hash, "status_code": 201,
+           "response": out.model_dump(), "created_at": utcnow()}
+    return session.execute(stmt, row).first() is not None
+
+
 @router.post("/{lease_token}/vote", response_model=VoteOut, status_code=status.HTTP_201_CREATED)
-def post_vote(lease_token: str, body: VoteIn, access: Annotator, idempotency_key: IdempotencyKey = None) -> Any:
+async def post_vote(
+    name: str, lease_token: str, body: VoteIn, caller: CallerDep, idempotency_key: IdempotencyKey = None,
+) -> Any:
     """Answer a task. With an Idempotency-Key a replay returns the first answer and stores nothing."""
-    session, account = access.session, access.principal.account_id
     digest = hashlib.sha256((lease_token + body.model_dump_json()).encode()).hexdigest()
-    if idempotency_key:
-        replay = _replay(session, account, idempotency_key, digest)
-        if replay is not None:
-            return replay
-    try:
-        result = submit(session, project=access.project, config=access.config, voter=access.voter(),
-                        lease_token=lease_token, label=body.label, unsure=body.unsure, comment=body.comment,
-                        predicted_distribution=body.predicted_distribution)
-    except ConflictError:
-        # a concurrent replay may have committed the first answer meanwhile
-        replay = _replay(session, account, idempotency_key, digest) if idempotency_key else None
-        if replay is not None:
-            return replay
-        raise
-    out = VoteOut(item_id=result.item_id, vote_id=result.vote_id, created=result.created)
-    if idempotency_key:
+
+    def work(session: Session) -> Any:
+        access = caller.access(session, name=name, roles=ANNOTATOR)
+        account = access.principal.account_id
         try:
-            with session.begin_nested():
-                session.add(IdempotencyRecord(account_id=account, key=idempotency_key, request_hash=digest,
-                                              status_code=201, response=out.model_dump()))
-        except IntegrityError:
+            result = submit(session, project=access.project, config=access.config, voter=access.voter(),
+                            lease_token=lease_token, label=body.label, unsure=body.unsure, comment=body.comment,
+                            predicted_distribution=body.predicted_distribution)
+        except ConflictError:
+            # the lease is answered: by the first of these requests, if it carried this key
+            replay = _replay(session, account, idempotency_key, digest) if idempotency_key else None
+            if replay is not None:
+                return replay
+            raise
+        out = VoteOut(item_id=result.item_id, vote_id=result.vote_id, created=result.created)
+        if idempotency_key and not _remember(session, account, idempotency_key, digest, out):
+            # the key was used before; the vote above must not count: undo it, answer as the key says
             session.rollback()
             replay = _replay(session, account, idempotency_key, digest)
             if replay is not None:
                 return replay
-            raise
-    return out
+            raise ConflictError("this Idempotency-Key was just used by another request; retry")
+        return out
+
+    return await caller.run(work)
 
 
 @router.post("/{lease_token}/release", status_code=status.HTTP_204_NO_CONTENT)
-def release_task(lease_token: str, access: Annotator) -> Response:
+async def release_task(name: str, lease_token: str, caller: CallerDep) -> Response:
     """Hand a task back unanswered: the item returns to the pool (not to you)."""
-    voter = access.voter()
-    lease = access.session.exec(select(Lease).where(Lease.token == lease_token)).first()
-    if lease is None or lease.voter_id != voter.id or lease.project_id != access.project.id:
-        raise NotFoundError("no such task for you: the lease token is unknown or belongs to someone else")
-    if lease.state != "active":
-        raise ConflictError(f"this task is already {lease.state}")
-    leases.release(access.session, lease_ids=[lease.id])  # type: ignore[list-item]
+
+    def work(session: Session) -> None:
+        access = caller.access(session, name=name, roles=ANNOTATOR)
+        voter = access.voter()
+        lease = session.exec(select(Lease).where(Lease.token == lease_token)).first()
+        if lease is None or lease.voter_id != voter.id or lease.project_id != access.project.id:
+            raise NotFoundError("no such task for you: the lease token is unknown or belongs to someone else")
+        if lease.state != "active":
+            raise ConflictError(f"this task is already {lease.state}")
+        leases.release(session, lease_ids=[lease.id])  # type: ignore[list-item]
+
+    await caller.run(work)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
