@@ -15,10 +15,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import update
+from sqlalchemy import bindparam, update
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm.attributes import set_committed_value
+from sqlalchemy.orm.util import identity_key
 from sqlmodel import Session, select
 
+from llmlabel.errors import StorageError
 from llmlabel.store.tables import Item, Vote, utcnow
 
 
@@ -56,21 +59,37 @@ def record_votes(session: Session, *, project_id: int, votes: Sequence[NewVote])
     now = utcnow()
     rows = [{"project_id": project_id, "item_id": v.item_id, "voter_id": v.voter_id, "created_at": now,
              **v.vote.__dict__} for v in votes]
-    dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
-    stmt = (
-        dialect.insert(Vote.__table__)  # type: ignore[attr-defined]
-        .on_conflict_do_nothing(index_elements=["item_id", "voter_id"])
-        .returning(Vote.__table__.c.id, Vote.__table__.c.item_id, Vote.__table__.c.voter_id)  # type: ignore[attr-defined]
-    )
-    created = {(int(item), int(voter)): int(vid) for vid, item, voter in session.execute(stmt, rows).all()}
+    created = {(int(item), int(voter)): int(vid) for vid, item, voter in session.execute(_insert(session), rows)}
     per_item = Counter(item for item, _ in created)  # new votes per item: one UPDATE per distinct count
     for n in sorted(set(per_item.values())):
         ids = [item for item, k in per_item.items() if k == n]
-        session.execute(
-            update(Item).where(Item.id.in_(ids))  # type: ignore[union-attr]
-            .values(vote_count=Item.vote_count + n, updated_at=now)
-        )
+        session.execute(_COUNT, {"ids": ids, "n": n, "now": now})
+        for item in ids:  # an Item the caller holds sees its new count, as an ORM update would show it
+            held = session.identity_map.get(identity_key(Item, item)) if session.identity_map else None
+            if held is not None:
+                set_committed_value(held, "vote_count", held.vote_count + n)
+                set_committed_value(held, "updated_at", now)
     return created
+
+
+_VOTES = Vote.__table__  # type: ignore[attr-defined]
+_ITEMS = Item.__table__  # type: ignore[attr-defined]
+_COUNT = (
+    update(_ITEMS).where(_ITEMS.c.id.in_(bindparam("ids", expanding=True)))
+    .values(vote_count=_ITEMS.c.vote_count + bindparam("n"), updated_at=bindparam("now"))
+)
+_INSERTS = {
+    name: dialect.insert(_VOTES).on_conflict_do_nothing(index_elements=["item_id", "voter_id"])
+    .returning(_VOTES.c.id, _VOTES.c.item_id, _VOTES.c.voter_id)
+    for name, dialect in (("sqlite", sqlite), ("postgresql", postgresql))
+}
+
+
+def _insert(session: Session) -> Any:
+    name = session.get_bind().dialect.name
+    if name not in _INSERTS:
+        raise StorageError(f"unsupported database {name!r}: use SQLite or PostgreSQL")
+    return _INSERTS[name]
 
 
 def record_vote(

@@ -120,6 +120,9 @@ def price(model: str, raw: Any, usage: tuple[int, int], override: CostOverride |
         return override.per_call + (pin * override.input_per_million + pout * override.output_per_million) / 1e6
     if raw is None:
         return 0.0
+    hidden = getattr(raw, "_hidden_params", None)
+    if isinstance(hidden, dict) and "response_cost" in hidden:  # litellm priced it already
+        return float(hidden["response_cost"] or 0.0)  # None: a model it has no price for
     try:
         return float(_litellm().completion_cost(completion_response=raw, model=model))
     except Exception:  # a model litellm has no price for (local, private): free unless overridden
@@ -158,6 +161,13 @@ def classify(exc: Exception) -> Exception:
     return TransientError(text)  # unknown transport trouble: bounded retries decide
 
 
+def _token(entry: dict[str, Any]) -> dict[str, Any]:
+    """A logprobs entry without its ``bytes`` (never read, and most of what the ledger would
+    store and decode again for every answer it serves)."""
+    alternatives = [{"token": a.get("token"), "logprob": a.get("logprob")} for a in entry.get("top_logprobs") or []]
+    return {"token": entry.get("token"), "logprob": entry.get("logprob"), "top_logprobs": alternatives}
+
+
 def _choices(raw: Any) -> list[Choice]:
     out = []
     for ch in raw.choices:
@@ -170,7 +180,7 @@ def _choices(raw: Any) -> list[Choice]:
         if lp is not None:
             items = lp.get("content") if isinstance(lp, dict) else getattr(lp, "content", None)
             if items:
-                content = [i if isinstance(i, dict) else i.model_dump() for i in items]
+                content = [_token(i if isinstance(i, dict) else i.model_dump()) for i in items]
         out.append(Choice(content=msg.content, finish_reason=ch.finish_reason, refusal=refusal, logprobs=content))
     return out
 

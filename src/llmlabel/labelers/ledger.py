@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import func, insert, select
+from sqlalchemy import Text, cast, func, insert, select
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
@@ -41,21 +41,35 @@ def request_hash(request: CompletionRequest, scope: str = "") -> str:
     return hashlib.sha256(body.encode()).hexdigest()
 
 
-def lookup(engine: Engine, hashes: Iterable[str]) -> dict[str, Completion]:
+@dataclass(frozen=True)
+class Cached:
+    """An answer from the ledger, still in its JSON text: decoded when its item is labeled, so
+    a batch of hits waiting in the queue is a few strings, not thousands of small objects that
+    outlive the young generation and make the garbage collector walk the whole heap."""
+
+    response: str
+    latency_ms: float
+
+    def completion(self) -> Completion:
+        completion = Completion.from_dict(json.loads(self.response))
+        completion.latency_ms = self.latency_ms
+        return completion
+
+
+def lookup(engine: Engine, hashes: Iterable[str]) -> dict[str, Cached]:
     """Answers already paid for: the newest ``ok`` ledger row of each request hash."""
     wanted = sorted(set(hashes))
-    found: dict[str, Completion] = {}
+    found: dict[str, Cached] = {}
     with Session(reader(engine)) as session:
         for i in range(0, len(wanted), 500):
             rows = session.execute(
-                select(LLMCall.request_hash, LLMCall.response, LLMCall.latency_ms)
+                select(LLMCall.request_hash, cast(LLMCall.response, Text), LLMCall.latency_ms)
                 .where(LLMCall.request_hash.in_(wanted[i:i + 500]), LLMCall.outcome == "ok")  # type: ignore[attr-defined]
                 .order_by(LLMCall.id)  # type: ignore[arg-type]
             ).all()
             for h, response, latency in rows:
-                if isinstance(response, dict):
-                    found[h] = Completion.from_dict(response)
-                    found[h].latency_ms = float(latency or 0.0)
+                if response is not None and response.lstrip().startswith("{"):
+                    found[h] = Cached(response, float(latency or 0.0))
     return found
 
 
@@ -109,7 +123,20 @@ class CallRow:
 
 
 Op = Callable[[Session], Any]
+_INSERT_CALL = insert(LLMCall.__table__)  # type: ignore[attr-defined]
 _STOP = object()
+
+
+class _CallInsert:
+    """The op that inserts one ledger row; the writer merges those of a batch into one statement."""
+
+    __slots__ = ("values",)
+
+    def __init__(self, values: dict[str, Any]) -> None:
+        self.values = values
+
+    def __call__(self, session: Session) -> None:
+        session.execute(_INSERT_CALL, self.values)
 
 
 class Writer:
@@ -130,8 +157,7 @@ class Writer:
         return fut
 
     def record_call(self, row: CallRow) -> asyncio.Future[Any]:
-        values = {**row.__dict__, "created_at": utcnow()}
-        return self.submit(lambda s: s.execute(insert(LLMCall), [values]))
+        return self.submit(_CallInsert({**row.__dict__, "created_at": utcnow()}))
 
     def close(self) -> None:
         self._queue.put(_STOP)
@@ -160,7 +186,10 @@ class Writer:
     def _commit(self, batch: list[Any]) -> None:
         try:
             with session_scope(self.engine) as session:
-                results = [op(session) for op, _, _ in batch]
+                rows = [op.values for op, _, _ in batch if isinstance(op, _CallInsert)]
+                if rows:  # the ledger rows of the batch in one statement
+                    session.execute(_INSERT_CALL, rows)
+                results = [None if isinstance(op, _CallInsert) else op(session) for op, _, _ in batch]
         except Exception:
             if len(batch) > 1:  # find the bad op: commit the others one by one
                 for one in batch:

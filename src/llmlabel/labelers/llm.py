@@ -18,6 +18,7 @@ Failure policy, per item:
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -33,7 +34,7 @@ from llmlabel.labelers.completion import (
     TransientError,
     supports_response_schema,
 )
-from llmlabel.labelers.ledger import Budget, CallRow, Writer, request_hash
+from llmlabel.labelers.ledger import Budget, Cached, CallRow, Writer, lookup, request_hash
 from llmlabel.labelers.limits import Limits
 from llmlabel.labelers.output import (
     Answer,
@@ -80,7 +81,7 @@ class Work:
     messages: list[dict[str, str]]
     request: CompletionRequest
     hash: str
-    cached: Completion | None = None
+    cached: Completion | Cached | None = None  # the answer, when the ledger has it
 
 
 @dataclass
@@ -157,11 +158,11 @@ class LLMLabeler:
                        prompt_version=self.prompter.version, request_hash=h, run_id=self.run_id, **kw)
 
     async def ask(self, request: CompletionRequest, tally: Tally, h: str | None = None,
-                  cached: Completion | None = None) -> Completion:
+                  cached: Completion | Cached | None = None) -> Completion:
         h = h or request_hash(request, self.labeler.name)
         if cached is not None:
             tally.cache_hits += 1
-            return cached
+            return cached.completion() if isinstance(cached, Cached) else cached
         self.budget.check()
 
         async def failed(req: CompletionRequest, exc: Exception, latency: float) -> None:
@@ -232,14 +233,10 @@ class LLMLabeler:
                 good += extra
         return good, err
 
-    async def _maybe_cached(self, request: CompletionRequest, look: bool) -> Completion | None:
+    async def _maybe_cached(self, request: CompletionRequest, look: bool) -> Cached | None:
         """Follow-up requests can only be in the ledger if the first one was."""
         if not look:
             return None
-        import asyncio
-
-        from llmlabel.labelers.ledger import lookup
-
         h = request_hash(request, self.labeler.name)
         return (await asyncio.to_thread(lookup, self.writer.engine, [h])).get(h)
 

@@ -8,11 +8,12 @@ other error fails at once. Nothing below this layer retries (litellm runs with
 
 from __future__ import annotations
 
+import asyncio
 import random
 import time
 from collections.abc import Awaitable, Callable
 
-from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, stop_after_attempt
+from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt
 
 from llmlabel.labelers.completion import Completer, Completion, CompletionRequest, TransientError
 from llmlabel.labelers.limits import Limits
@@ -25,9 +26,9 @@ def backoff(attempt: int, *, base: float = 0.5, cap: float = 30.0) -> float:
     return random.uniform(0, min(cap, base * 2 ** (attempt - 1)))
 
 
-def _wait(state: RetryCallState) -> float:
-    exc = state.outcome.exception() if state.outcome else None
-    delay = backoff(state.attempt_number)
+def _delay(attempt: int, exc: BaseException | None) -> float:
+    """The pause after failed attempt number ``attempt``: backoff, or the server's Retry-After if longer."""
+    delay = backoff(attempt)
     if isinstance(exc, TransientError) and exc.retry_after is not None:
         delay = max(delay, exc.retry_after)
     return delay
@@ -50,24 +51,37 @@ async def call_with_retries(
     attempts (``TransientError``) or at once (anything else). Each failed attempt is reported to
     ``on_failure`` (the ledger records it)."""
     estimate = estimate_tokens(request)
-    attempts = 0
-    async for attempt in AsyncRetrying(
+
+    async def attempt() -> Completion:
+        await limits.admit(estimate)
+        started = time.perf_counter()
+        try:
+            result = await completer(request)
+        except Exception as exc:
+            if isinstance(exc, TransientError) and exc.retry_after:
+                limits.pause(exc.retry_after)
+            if on_failure is not None:
+                await on_failure(request, exc, (time.perf_counter() - started) * 1000.0)
+            raise
+        limits.settle(estimate, result.prompt_tokens + result.completion_tokens)
+        return result
+
+    # The first attempt runs bare: most calls succeed, and tenacity's machinery costs about as
+    # much CPU per call as everything else llmlabel adds. Only a transient failure enters it.
+    try:
+        return await attempt(), 1
+    except TransientError as exc:
+        if max_attempts <= 1:
+            raise
+        await asyncio.sleep(_delay(1, exc))
+    attempts = 1
+    async for retry in AsyncRetrying(
         retry=retry_if_exception_type(TransientError),
-        stop=stop_after_attempt(max_attempts),
-        wait=_wait,
+        stop=stop_after_attempt(max_attempts - 1),
+        wait=lambda state: _delay(state.attempt_number + 1, state.outcome.exception() if state.outcome else None),
         reraise=True,
     ):
-        with attempt:
+        with retry:
             attempts += 1
-            await limits.admit(estimate)
-            started = time.perf_counter()
-            try:
-                result = await completer(request)
-            except Exception as exc:
-                if isinstance(exc, TransientError) and exc.retry_after:
-                    limits.pause(exc.retry_after)
-                if on_failure is not None:
-                    await on_failure(request, exc, (time.perf_counter() - started) * 1000.0)
-                raise
-            limits.settle(estimate, result.prompt_tokens + result.completion_tokens)
+            result = await attempt()
     return result, attempts

@@ -248,14 +248,18 @@ class Run:
 
 
 class VoteWriter:
-    """A labeler's votes on their way to the database: those that pile up while one write is in
-    flight go together in the next, each with the end of its lease (one transaction: a vote is
-    never without its lease done, nor the reverse)."""
+    """A labeler's votes on their way to the database, written in batches: a vote waits up to
+    ``delay`` seconds for others to join it (``batch`` of them go at once), then they go in one
+    statement, each with the end of its lease, in one transaction (a vote is never without its
+    lease done, nor the reverse). A crash loses at most the waiting votes, whose answers are in
+    the ledger already: the next run turns them into votes without a call."""
 
-    def __init__(self, writer: Writer, project_id: int, voter_id: int) -> None:
+    def __init__(self, writer: Writer, project_id: int, voter_id: int, *, batch: int = 256, delay: float = 0.05) -> None:
         self.writer, self.project_id, self.voter_id = writer, project_id, voter_id
+        self.batch, self.delay = batch, delay
         self.pending: list[tuple[Work, VoteInput]] = []
         self.task: asyncio.Task[None] | None = None
+        self.closing = False
 
     def add(self, unit: Work, vote: VoteInput) -> None:
         self.pending.append((unit, vote))
@@ -264,11 +268,14 @@ class VoteWriter:
 
     async def _drain(self) -> None:
         while self.pending:
-            batch, self.pending = self.pending, []
+            if len(self.pending) < self.batch and not self.closing:
+                await asyncio.sleep(self.delay)
+            batch, self.pending = self.pending[:self.batch], self.pending[self.batch:]
             await self.writer.submit(_votes_op(self.project_id, self.voter_id, batch))
 
     async def flush(self) -> None:
-        """Wait until every vote added so far is committed (raises if a write failed)."""
+        """Write every vote added so far, and wait until committed (raises if a write failed)."""
+        self.closing = True
         while self.task is not None:
             task = self.task
             await task

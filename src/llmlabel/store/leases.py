@@ -24,10 +24,13 @@ from typing import Any
 
 from sqlalchemy import and_, bindparam, exists, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm.attributes import set_committed_value
+from sqlalchemy.orm.util import identity_key
 from sqlmodel import Session
 
 from llmlabel.store.tables import Gold, Item, Lease, Vote, utcnow
 
+_LEASES = Lease.__table__  # type: ignore[attr-defined]
 HUMAN_KINDS = ("human", "expert")
 RECHECK_ROUNDS = 5
 WINDOW = 64
@@ -155,15 +158,17 @@ def claim(
     )
     tokens = {item_id: secrets.token_urlsafe(24) for item_id in ids}
     taken = {item_id: lapsed[item_id] for item_id in ids if item_id in lapsed}
-    table = Lease.__table__  # type: ignore[attr-defined]
+    table = _LEASES
     if taken:  # an LLM labeler taking back its own lapsed leases
         session.execute(
             update(table).where(table.c.id == bindparam("lease_id"))
             .values(token=bindparam("new_token"), state="active", expires_at=expires, created_at=now),
             [{"lease_id": taken[i], "new_token": tokens[i]} for i in taken],
         )
+    created = utcnow()  # once the candidates are found (locked): a lease starts when it is taken
     rows = [{"project_id": project_id, "item_id": i, "voter_id": voter_id, "token": tokens[i], "state": "active",
-             "is_human": human, "is_gold": gold, "created_at": now, "expires_at": expires} for i in ids if i not in taken]
+             "is_human": human, "is_gold": gold, "created_at": created, "expires_at": expires}
+            for i in ids if i not in taken]
     if gold:  # gold rows are not locked: the same annotator's concurrent request may win
         taken.update(_insert_each(session, rows))
     elif rows:  # the rows are locked (or the database is): all of them in one statement
@@ -173,7 +178,7 @@ def claim(
 
 def _insert_each(session: Session, rows: list[dict[str, Any]]) -> dict[int, int]:
     """Insert leases one by one, skipping those another transaction got first: item → lease id."""
-    table = Lease.__table__  # type: ignore[attr-defined]
+    table = _LEASES
     out = {}
     for row in rows:
         try:
@@ -187,8 +192,16 @@ def _insert_each(session: Session, rows: list[dict[str, Any]]) -> dict[int, int]
 def finish(session: Session, *, lease_id: int | None = None, lease_ids: Sequence[int] = ()) -> None:
     """Mark leases done (their votes are recorded): ``lease_id``, or many at once."""
     ids = [*lease_ids, *([] if lease_id is None else [lease_id])]
-    if ids:
-        session.execute(update(Lease).where(Lease.id.in_(ids)).values(state="done"))  # type: ignore[union-attr]
+    if not ids:
+        return
+    session.execute(_FINISH, {"ids": ids})
+    for i in ids if session.identity_map else ():  # a Lease the caller holds says so too
+        held = session.identity_map.get(identity_key(Lease, i))
+        if held is not None:
+            set_committed_value(held, "state", "done")
+
+
+_FINISH = update(_LEASES).where(_LEASES.c.id.in_(bindparam("ids", expanding=True))).values(state="done")
 
 
 def release(session: Session, *, lease_ids: list[int]) -> None:
