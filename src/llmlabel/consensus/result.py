@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .calibration import CalibrationReport, calibrate
+from .calibration import CalibrationReport, calibrate, cast_vote_counts
 from .correlation import correlation_weights
 from .dawid_skene import DawidSkene
 from .policy import Decisions, Policy, availability, decide, find_conflicts, votes_by_kind
@@ -58,8 +58,8 @@ def run_consensus(
     report = None
     posteriors = raw
     if gold is not None and len(gold) >= min_gold_for_calibration:
-        report = calibrate(template, votes, gold, kinds=kinds, weights=weights, seed=seed)
-        posteriors = report.transform(fitted.predict_proba(votes, None, kinds))
+        report = calibrate(template, votes, gold, kinds=kinds, weights=weights, seed=seed, by_votes=True)
+        posteriors = report.transform(fitted.predict_proba(votes, None, kinds), n_votes=cast_vote_counts(votes))
         posteriors[gold.item] = raw[gold.item]
     if available is None:
         available = availability(votes, kinds)

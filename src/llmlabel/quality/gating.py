@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from sqlalchemy import bindparam
 from sqlmodel import Session, select
 
 from llmlabel.config import Policy
@@ -36,13 +37,16 @@ def wilson_lower_bound(correct: int, total: int) -> float:
     return wilson_interval(correct, total, confidence=0.90).low if total else 0.0
 
 
+_GOLD_ANSWERS = (  # built once: it runs on every task request
+    select(Vote.label, Gold.label)
+    .join(Gold, Gold.item_id == Vote.item_id)  # type: ignore[arg-type]
+    .where(Vote.voter_id == bindparam("voter_id"), Vote.label.is_not(None))  # type: ignore[union-attr]
+    .order_by(Vote.id)  # type: ignore[arg-type]
+)
+
+
 def gold_record(session: Session, *, voter_id: int) -> GoldRecord:
-    rows = session.exec(
-        select(Vote.label, Gold.label)
-        .join(Gold, Gold.item_id == Vote.item_id)  # type: ignore[arg-type]
-        .where(Vote.voter_id == voter_id, Vote.label.is_not(None))  # type: ignore[union-attr]
-        .order_by(Vote.id)  # type: ignore[arg-type]
-    ).all()
+    rows = session.execute(_GOLD_ANSWERS, {"voter_id": voter_id}).all()
     outcomes = [canonical_json(v) == canonical_json(g) for v, g in rows]
     return GoldRecord(sum(outcomes), len(outcomes), tuple(outcomes[-RECENT:]))
 

@@ -48,11 +48,17 @@ def _replay(session: Session, account_id: int, key: str, request_hash: str) -> J
     return JSONResponse(record.response, status_code=record.status_code, headers={"Idempotent-Replayed": "true"})
 
 
+def _insert_new_key(dialect: Any) -> Any:
+    table = IdempotencyRecord.__table__  # type: ignore[attr-defined]
+    return dialect.insert(table).on_conflict_do_nothing(index_elements=["account_id", "key"]).returning(table.c.id)
+
+
+_REMEMBER = {"postgresql": _insert_new_key(postgresql), "sqlite": _insert_new_key(sqlite)}  # built once
+
+
 def _remember(session: Session, account_id: int, key: str, request_hash: str, out: VoteOut) -> bool:
     """Store the answer under its key; False if the key already holds one (a concurrent replay)."""
-    table = IdempotencyRecord.__table__  # type: ignore[attr-defined]
-    dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
-    stmt = dialect.insert(table).on_conflict_do_nothing(index_elements=["account_id", "key"]).returning(table.c.id)
+    stmt = _REMEMBER[session.get_bind().dialect.name]
     row = {"account_id": account_id, "key": key, "request_hash": request_hash, "status_code": 201,
            "response": out.model_dump(), "created_at": utcnow()}
     return session.execute(stmt, row).first() is not None
