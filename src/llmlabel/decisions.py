@@ -17,6 +17,7 @@ finalized at the deepest level that clears the target rather than escalated.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections import defaultdict
@@ -44,9 +45,15 @@ from llmlabel.consensus import Policy as EnginePolicy
 from llmlabel.consensus.votes import ABSTAIN, DEFAULT_KINDS
 from llmlabel.labeltypes import Scored, StructuredModel, VoteTable, structured_model
 from llmlabel.schema import Options, SingleChoice, canonical_json
+from llmlabel.store.db import reader
 from llmlabel.store.tables import Gold, Item, Project, Vote, Voter, utcnow
 
 REFIT_SECONDS = 60.0
+# ... or sooner once the votes seen since the fit reach this share of those it was fitted on
+# (at least REFIT_MIN_NEW): a model fitted before most of the evidence arrived (the start of
+# a project, a burst of votes) would otherwise decide items on stale reliabilities for a minute.
+REFIT_GROWTH = 0.25
+REFIT_MIN_NEW = 20
 MIN_GOLD_FOR_CALIBRATION = 30
 _HUMAN = ("human", "expert")
 _MACHINE = ("llm", "model")
@@ -58,6 +65,8 @@ class Fit:
     kinds: VoterKinds
     fitted_at: float
     config_hash: str
+    n_votes: int = 0  # votes it was fitted on
+    new_votes: int = 0  # votes this process has decided with it since
     model: DawidSkene | None = None  # single choice
     classes: list[str] = field(default_factory=list)
     calibration: Any | None = None
@@ -77,6 +86,7 @@ class RefitReport:
     seconds: float
 
 
+log = logging.getLogger("llmlabel.decisions")
 _fits: dict[tuple[str, int], Fit] = {}  # by database and project: ids repeat across databases
 _lock = threading.Lock()
 
@@ -167,7 +177,7 @@ def _fit_project(session: Session, project: Project, config: ProjectConfig) -> _
     row_of = {int(i): r for r, i in enumerate(item_ids.tolist())}
     gold = {row_of[i]: lab for i, lab, _ in gold_rows if i in row_of}
     weight = {row_of[i]: w for i, _, w in gold_rows if i in row_of}
-    fit = Fit(voter_code, table.kinds, time.time(), project.config_hash)
+    fit = Fit(voter_code, table.kinds, time.time(), project.config_hash, n_votes=len(rows))
     if len(item_ids) and isinstance(config.labels, SingleChoice):
         fit.classes = config.labels.class_names
         votes = _single_votes(table, fit.classes)
@@ -362,11 +372,44 @@ def _key(session: Session, project: Project) -> tuple[str, int]:
 
 
 def _fit_for(session: Session, project: Project, config: ProjectConfig) -> Fit:
+    """The current fit: made now if there is none for this config, else the cached one, with a
+    fresh one fitted in the background when it is stale (the model only: other items are left
+    as they are). A request never waits for a refit of a model it can already use: fitting a
+    large project takes far longer than a vote should."""
+    key = _key(session, project)
     with _lock:
-        fit = _fits.get(_key(session, project))
-    if fit is None or fit.config_hash != project.config_hash or time.time() - fit.fitted_at > REFIT_SECONDS:
-        fit = _fit_project(session, project, config).fit  # the model only: other items are left as they are
+        fit = _fits.get(key)
+    if fit is None or fit.config_hash != project.config_hash:
+        return _fit_project(session, project, config).fit
+    if time.time() - fit.fitted_at > REFIT_SECONDS or fit.new_votes >= max(REFIT_MIN_NEW, REFIT_GROWTH * fit.n_votes):
+        _refit_in_background(session.get_bind(), key, project.id, config, fit.config_hash)  # type: ignore[arg-type]
     return fit
+
+
+_refitting: set[tuple[str, int]] = set()
+
+
+def _refit_in_background(
+    engine: Any, key: tuple[str, int], project_id: int, config: ProjectConfig, config_hash: str,
+) -> None:
+    with _lock:
+        if key in _refitting:
+            return
+        _refitting.add(key)
+
+    def work() -> None:
+        try:
+            with Session(reader(engine)) as session:  # reads only: on SQLite it takes no write lock
+                project = session.get(Project, project_id)
+                if project is not None and project.config_hash == config_hash:
+                    _fit_project(session, project, config)
+        except Exception:  # the next stale request tries again; the old fit keeps serving
+            log.exception("background consensus refit failed")
+        finally:
+            with _lock:
+                _refitting.discard(key)
+
+    threading.Thread(target=work, name="llmlabel-refit", daemon=True).start()
 
 
 # after_vote's statements, built once: it runs on every vote, and building costs more than running
@@ -388,6 +431,7 @@ _ITEM_VOTES = (
 def after_vote(session: Session, *, project: Project, config: ProjectConfig, item_id: int) -> None:
     """Re-decide one item after a vote, with the current fit (a periodic refit keeps it fresh)."""
     fit = _fit_for(session, project, config)
+    fit.new_votes += 1
     need_fields = isinstance(config.labels, Options)
     state = session.execute(_ITEM_STATE_FIELDS if need_fields else _ITEM_STATE, {"item_id": item_id}).first()
     if state is None or state[2] == "adjudication" or state[5] is not None:
