@@ -161,11 +161,16 @@ def classify(exc: Exception) -> Exception:
     return TransientError(text)  # unknown transport trouble: bounded retries decide
 
 
-def _token(entry: dict[str, Any]) -> dict[str, Any]:
-    """A logprobs entry without its ``bytes`` (never read, and most of what the ledger would
-    store and decode again for every answer it serves)."""
-    alternatives = [{"token": a.get("token"), "logprob": a.get("logprob")} for a in entry.get("top_logprobs") or []]
-    return {"token": entry.get("token"), "logprob": entry.get("logprob"), "top_logprobs": alternatives}
+def _field(obj: Any, name: str) -> Any:
+    return obj.get(name) if isinstance(obj, dict) else getattr(obj, name, None)
+
+
+def _token(entry: Any) -> dict[str, Any]:
+    """A logprobs entry (a dict, or litellm's object: read, not dumped) as a plain dict without
+    its ``bytes``: never read, and most of what the ledger would store and decode again."""
+    alternatives = [{"token": _field(a, "token"), "logprob": _field(a, "logprob")}
+                    for a in _field(entry, "top_logprobs") or []]
+    return {"token": _field(entry, "token"), "logprob": _field(entry, "logprob"), "top_logprobs": alternatives}
 
 
 def _choices(raw: Any) -> list[Choice]:
@@ -180,7 +185,7 @@ def _choices(raw: Any) -> list[Choice]:
         if lp is not None:
             items = lp.get("content") if isinstance(lp, dict) else getattr(lp, "content", None)
             if items:
-                content = [_token(i if isinstance(i, dict) else i.model_dump()) for i in items]
+                content = [_token(i) for i in items]
         out.append(Choice(content=msg.content, finish_reason=ch.finish_reason, refusal=refusal, logprobs=content))
     return out
 
