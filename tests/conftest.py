@@ -22,6 +22,9 @@ from sqlalchemy.engine import Engine
 
 from llmlabel.store.db import open_engine
 
+CHROMIUM = Path(os.environ.get("LLMLABEL_CHROMIUM", "/usr/bin/chromium"))
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                 "--no-first-run", "--disable-quic", "--disable-sync"]
 POSTGRES_URL = os.environ.get("LLMLABEL_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 
 SMALL_PROJECT = {
@@ -120,3 +123,24 @@ def write_project(tmp_path: Path) -> Callable[..., Path]:
 def project_file(write_project: Callable[..., Path]) -> Path:
     """A small single-choice project (positive / negative / neutral, items with ``text``)."""
     return write_project(SMALL_PROJECT)
+
+
+@pytest.fixture(scope="session")
+def chromium() -> Iterator[Any | None]:
+    """One headless system Chromium for the whole run, driven by Playwright; None when the
+    Python 'playwright' package is missing. Shared because Playwright's sync API cannot be
+    started again in a process while another instance runs: two folders each starting their
+    own failed whenever they ran in the other order."""
+    if not CHROMIUM.exists():
+        pytest.skip(f"no Chromium at {CHROMIUM} (apt-get install chromium, or set LLMLABEL_CHROMIUM)")
+    try:
+        from playwright import sync_api
+    except ImportError:
+        yield None
+        return
+    with sync_api.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
+        try:
+            yield browser
+        finally:
+            browser.close()

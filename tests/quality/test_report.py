@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 from sqlalchemy import update
+from tests.conftest import CHROMIUM, CHROMIUM_ARGS
 
 from llmlabel.report import build_report, render_html, write_report
 from llmlabel.store.db import open_engine, session_scope
@@ -24,9 +25,6 @@ from llmlabel.store.tables import Alert, Voter
 
 from .conftest import Seeded, seed_project
 
-CHROMIUM = Path(os.environ.get("LLMLABEL_CHROMIUM", "/usr/bin/chromium"))
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--no-first-run"]
 XSS = "<script>alert(1)</script>"
 MEASURE = """<script>
 const out = [...document.querySelectorAll("svg.chart")].map(s => {
@@ -81,19 +79,17 @@ def sqlite_seeded(tmp_path: Path) -> Seeded:
     return seed_project(open_engine(f"sqlite:///{tmp_path / 'browser.db'}"), tmp_path)
 
 
-def _measure_with_playwright(sync_api: Any, path: Path, shot: Path) -> list[dict[str, Any]]:
-    with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        try:
-            page = browser.new_page(viewport={"width": 1100, "height": 900})
-            requested: list[str] = []
-            page.on("request", lambda r: requested.append(r.url))
-            page.goto(path.as_uri())
-            charts = [{"label": s.get_attribute("aria-label"), **(s.bounding_box() or {"width": 0, "height": 0}),
-                       "marks": len(s.query_selector_all("rect,circle,line"))} for s in page.query_selector_all("svg.chart")]
-            page.screenshot(path=str(shot), full_page=True)
-        finally:
-            browser.close()
+def _measure_with_playwright(browser: Any, path: Path, shot: Path) -> list[dict[str, Any]]:
+    page = browser.new_page(viewport={"width": 1100, "height": 900})
+    try:
+        requested: list[str] = []
+        page.on("request", lambda r: requested.append(r.url))
+        page.goto(path.as_uri())
+        charts = [{"label": s.get_attribute("aria-label"), **(s.bounding_box() or {"width": 0, "height": 0}),
+                   "marks": len(s.query_selector_all("rect,circle,line"))} for s in page.query_selector_all("svg.chart")]
+        page.screenshot(path=str(shot), full_page=True)
+    finally:
+        page.close()
     assert requested == [path.as_uri()]  # the report fetched nothing
     return charts
 
@@ -114,19 +110,15 @@ def _measure_with_chromium_cli(path: Path, html: str, shot: Path, profile: Path)
 
 
 @pytest.mark.browser
-def test_charts_render_with_a_size_in_chromium(sqlite_seeded: Seeded, tmp_path: Path) -> None:
+def test_charts_render_with_a_size_in_chromium(sqlite_seeded: Seeded, tmp_path: Path, chromium: Any) -> None:
     """Playwright driving the system Chromium; without Playwright, Chromium alone (--dump-dom
     after a measuring script), so the check never silently disappears."""
-    if not CHROMIUM.exists():
-        pytest.skip(f"no Chromium at {CHROMIUM} (set LLMLABEL_CHROMIUM)")
     path, html = _report(sqlite_seeded, tmp_path)
     shot = tmp_path / "report.png"
-    try:
-        from playwright import sync_api
-    except ImportError:
+    if chromium is None:
         charts = _measure_with_chromium_cli(path, html, shot, tmp_path / "profile")
     else:
-        charts = _measure_with_playwright(sync_api, path, shot)
+        charts = _measure_with_playwright(chromium, path, shot)
     labels = {c["label"] for c in charts}
     assert {"items per status", "reliability diagram of consensus posteriors", "agreement with 95% intervals",
             "consensus vs gold (held out)", "votes per day", "dataset accuracy with 95% intervals"} <= labels

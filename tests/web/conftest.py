@@ -31,9 +31,6 @@ from llmlabel.projects import get_or_create_voter, sync_project
 from llmlabel.store.db import open_engine, session_scope
 from llmlabel.store.tables import Item, Project, Vote
 
-CHROMIUM = Path(os.environ.get("LLMLABEL_CHROMIUM", "/usr/bin/chromium"))
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--no-first-run", "--disable-quic", "--disable-sync"]
 SENTIMENT = ["positive", "negative", "neutral"]
 XSS = "<script>alert(1)</script>"
 
@@ -180,16 +177,10 @@ def site(tmp_path_factory: pytest.TempPathFactory, _sqlite_at_head: Path) -> Ite
 
 
 @pytest.fixture(scope="session")
-def browser() -> Iterator[Any]:
-    if not CHROMIUM.exists():
-        pytest.skip(f"no Chromium at {CHROMIUM} (apt-get install chromium, or set LLMLABEL_CHROMIUM)")
-    sync_api = pytest.importorskip("playwright.sync_api", reason="the Python 'playwright' package is not installed")
-    with sync_api.sync_playwright() as pw:
-        b = pw.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
-        try:
-            yield b
-        finally:
-            b.close()
+def browser(chromium: Any) -> Any:
+    if chromium is None:
+        pytest.skip("the Python 'playwright' package is not installed")
+    return chromium
 
 
 @pytest.fixture
