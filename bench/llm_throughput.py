@@ -120,6 +120,11 @@ def local_model(n: int) -> str:
                 f"items/s ({labeled.abstentions} abstentions; includes server start)")
 
 
+def _load() -> str:
+    """Other work on the machine shares its cores: say how much there was."""
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--items", type=int, default=2000)
@@ -135,7 +140,7 @@ def main() -> int:
         tmp = Path(tmpdir)
         asyncio.run(bare_loop(srv.base_url, texts(32), 8))  # warm litellm up
         print(f"{n} items x {len(LABELERS)} labelers, fake server latency {args.latency * 1000:.0f} ms, "
-              f"{os.cpu_count()} CPUs, median of {args.reps}", flush=True)
+              f"{os.cpu_count()} CPUs, median of {args.reps}; load average {_load()}", flush=True)
         for c in args.concurrency:
             res: dict[str, list[float]] = {k: [] for k in ("bare", "bare_cpu", "ll", "ll_cpu", "cached")}
             for _ in range(args.reps):
@@ -153,7 +158,7 @@ def main() -> int:
             med = {k: statistics.median(v) for k, v in res.items()}
             print(f"concurrency {c:>3}: bare litellm {med['bare']:7.1f} items/s ({med['bare_cpu']:.2f} CPU ms/call) | "
                   f"llmlabel {med['ll']:7.1f} items/s ({med['ll_cpu']:.2f} CPU ms/call) = {med['ll'] / med['bare']:.2f}x | "
-                  f"cached re-run {med['cached']:7.0f} items/s", flush=True)
+                  f"cached re-run {med['cached']:7.0f} items/s (load average {_load()})", flush=True)
     if args.local_items:
         print(local_model(args.local_items), flush=True)
     return 0
