@@ -34,6 +34,12 @@ _LEASE = (
     .join(Item, Item.id == Lease.item_id)  # type: ignore[arg-type]
     .where(Lease.token == bindparam("token"))
 )
+_HELD = (  # the voter's live lease, if any
+    select(Lease.token, Lease.item_id, Lease.expires_at)
+    .where(Lease.voter_id == bindparam("voter_id"), Lease.state == "active", Lease.expires_at > bindparam("now"))
+    .order_by(Lease.id)  # type: ignore[arg-type]
+    .limit(1)
+)
 _VOTE_ID = select(Vote.id).where(Vote.item_id == bindparam("item_id"), Vote.voter_id == bindparam("voter_id"))
 
 
@@ -75,12 +81,15 @@ def _suggestions(session: Session, item_id: int) -> list[dict[str, Any]]:
 
 
 def next_task(session: Session, *, project: Project, config: ProjectConfig, voter: Voter) -> Task | None:
-    """Lease the next task to a human voter; None when there is nothing for them now."""
+    """The task the voter holds, else a newly leased one; None when there is nothing for them now."""
     if voter.status == "gated":
         raise PermissionDeniedError(
             f"annotator {voter.name!r} is paused: their accuracy on gold tasks is under the project's "
             f"quality bar ({config.policy.quality_bar:.0%}); ask a project admin"
         )
+    held = session.execute(_HELD, {"voter_id": voter.id, "now": utcnow()}).first()
+    if held is not None:  # a reloaded page, a lost response: the task they hold, not a second lease
+        return _task(session, config, token=held.token, item_id=held.item_id, expires_at=held.expires_at)
     policy = config.policy
     record = gold_record(session, voter_id=voter.id)  # type: ignore[arg-type]
     qualifying = voter.status == "qualifying"
@@ -95,16 +104,20 @@ def next_task(session: Session, *, project: Project, config: ProjectConfig, vote
     if not claims:
         return None
     claim = claims[0]
-    external_id, fields = session.execute(_ITEM, {"item_id": claim.item_id}).one()
+    return _task(session, config, token=claim.token, item_id=claim.item_id, expires_at=claim.expires_at)
+
+
+def _task(session: Session, config: ProjectConfig, *, token: str, item_id: int, expires_at: datetime) -> Task:
+    external_id, fields = session.execute(_ITEM, {"item_id": item_id}).one()
     return Task(
-        lease_token=claim.token,
+        lease_token=token,
         item_id=external_id,
         text=render_item(config.item_template, fields),
         fields=fields,
         choices=choices(config, fields),
         instructions=config.instructions.guidelines,
-        expires_at=claim.expires_at,
-        suggestions=_suggestions(session, claim.item_id) if policy.show_suggestions else [],
+        expires_at=expires_at,
+        suggestions=_suggestions(session, item_id) if config.policy.show_suggestions else [],
     )
 
 

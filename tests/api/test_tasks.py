@@ -34,6 +34,8 @@ def test_a_task_shows_the_item_and_instructions_only_and_gold_looks_the_same(
 
     force_gold(monkeypatch, True)
     gold_task = api.task("p", second)
+    assert api.task("p", second) == gold_task  # asked again (a reload, a lost answer): the task held
+    assert api.client.post(f"/api/v1/projects/p/tasks/{gold_task['lease_token']}/release", headers=second).status_code == 204
     force_gold(monkeypatch, False)
     plain_task = api.task("p", second)
     assert api.lease(gold_task["lease_token"]).is_gold
@@ -51,7 +53,7 @@ def test_a_task_shows_the_item_and_instructions_only_and_gold_looks_the_same(
     assert api.client.post(release, headers=second).status_code == 204
     third = api.token("a3", "annotator", ["p"])
     while (r := api.next("p", third)).status_code == 200 and r.json()["item_id"] != seen["item_id"]:
-        pass
+        api.client.post(f"/api/v1/projects/p/tasks/{r.json()['lease_token']}/release", headers=third)
     assert r.status_code == 200, api.db_item("p", seen["item_id"])
     again = r.json()
     assert set(again) == TASK_KEYS and again["suggestions"] == []  # a1's vote and the LLM's are not shown

@@ -50,6 +50,20 @@ def test_annotate_three_items_with_keys_1_and_2(page: Any, site: Site) -> None:
     assert not page.dialogs
 
 
+def test_reloading_the_annotate_page_shows_the_same_task(page: Any, site: Site) -> None:
+    login(page, site, "cara")
+    page.goto("/ui/p/reviews/annotate")
+    item = page.inner_text("#item-id")
+    page.reload()
+    assert page.inner_text("#item-id") == item
+    with site.engine.connect() as conn:
+        live = conn.execute(
+            select(Lease.item_id).join(Voter, Voter.id == Lease.voter_id)
+            .where(Voter.name == "cara", Lease.state == "active")
+        ).all()
+    assert len(live) == 1  # a reload does not lease a second item
+
+
 def test_a_gold_task_page_shows_no_gold_flag(page: Any, site: Site) -> None:
     login(page, site, "ann")
     page.goto("/ui/p/quals/annotate")  # qualifying: every task is a gold task
