@@ -421,6 +421,7 @@ _ITEM_STATE = (  # (id, status, decided_by, decided_at, conflict_kind, gold id, 
 _ITEM_STATE_FIELDS = _ITEM_STATE.with_only_columns(
     Item.id, Item.status, Item.decided_by, Item.decided_at, Item.conflict_kind, Gold.id, Item.fields,  # type: ignore[arg-type]
 )
+_VOTED_ITEMS = select(Vote.item_id).where(Vote.voter_id == bindparam("voter_id"))
 _ITEM_VOTES = (
     select(Vote.item_id, Vote.voter_id, Vote.label, Vote.confidence, Voter.kind)
     .join(Voter, Voter.id == Vote.voter_id)  # type: ignore[arg-type]
@@ -432,6 +433,20 @@ def after_vote(session: Session, *, project: Project, config: ProjectConfig, ite
     """Re-decide one item after a vote, with the current fit (a periodic refit keeps it fresh)."""
     fit = _fit_for(session, project, config)
     fit.new_votes += 1
+    _redecide(session, project, config, fit, item_id)
+
+
+def after_gating(session: Session, *, project: Project, config: ProjectConfig, voter_id: int) -> None:
+    """A gated voter's votes leave consensus: refit the model without them and re-decide the
+    items they voted on, which may reopen. Other items keep their decisions until the next
+    refit re-decides everything, as after any vote; re-deciding a large project on the spot
+    would hold up every request behind it."""
+    fit = _fit_project(session, project, config).fit
+    for item_id in session.execute(_VOTED_ITEMS, {"voter_id": voter_id}).scalars().all():
+        _redecide(session, project, config, fit, item_id)
+
+
+def _redecide(session: Session, project: Project, config: ProjectConfig, fit: Fit, item_id: int) -> None:
     need_fields = isinstance(config.labels, Options)
     state = session.execute(_ITEM_STATE_FIELDS if need_fields else _ITEM_STATE, {"item_id": item_id}).first()
     if state is None or state[2] == "adjudication" or state[5] is not None:

@@ -185,7 +185,7 @@ def _after_gold_answer(session: Session, *, project: Project, config: ProjectCon
         return
     if status == "gated":
         gate(session, voter=voter)
-        decisions.refit(session, project=project, config=config)  # their votes leave consensus; items reopen
+        decisions.after_gating(session, project=project, config=config, voter_id=voter.id)  # type: ignore[arg-type]
     else:
         voter.status = status
         session.add(voter)
