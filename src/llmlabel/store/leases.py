@@ -20,6 +20,7 @@ import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import cache
 from typing import Any
 
 from sqlalchemy import and_, bindparam, exists, func, insert, or_, select, update
@@ -44,7 +45,7 @@ class Claim:
     expires_at: datetime
 
 
-def _eligible(*, voter_id: int, human: bool, now: datetime, gold: bool) -> list[Any]:
+def _eligible(*, voter_id: Any, human: bool, now: Any, gold: bool) -> list[Any]:
     """The conditions an item (of the project) must meet to be leased to this voter now."""
     voted = exists().where(Vote.item_id == Item.id, Vote.voter_id == voter_id)
     own_lease = Lease.item_id == Item.id
@@ -71,64 +72,92 @@ def _eligible(*, voter_id: int, human: bool, now: datetime, gold: bool) -> list[
     return conditions
 
 
+@dataclass(frozen=True)
+class _Pick:
+    """The statements of one kind of claim, built once (building them costs more than running
+    them): ``pick`` the first ``limit`` eligible items in queue order; on PostgreSQL, ``locked``
+    the same with row locks, past the ``passed`` items, and ``recheck`` the locked ones."""
+
+    pick: Any
+    locked: Any
+    recheck: Any
+
+
+@cache
+def _statements(human: bool, limit: int, scope: str) -> _Pick:
+    """``scope``: "project" (every item of ``project_id``), "ids" (the ``ids`` of a queue
+    window, already the project's) or "project_ids" (the caller's ``ids``, within the project).
+    Named items are ordered so that no index can serve the order, or the planner walks the
+    queue index through every open item to find them."""
+    conditions = _eligible(voter_id=bindparam("voter_id"), human=human, now=bindparam("now"), gold=False)
+    named = Item.id.in_(bindparam("ids", expanding=True))  # type: ignore[union-attr]
+    in_project = Item.project_id == bindparam("project_id")
+    where = {"project": [in_project], "ids": [named], "project_ids": [named, in_project]}[scope]
+    order = (Item.priority.desc() if scope == "project" else -Item.priority, Item.id)  # type: ignore[attr-defined,operator]
+    pick = select(Item.id).where(*where, *conditions).order_by(*order).limit(limit)
+    locked = (pick.where(Item.id.not_in(bindparam("passed", expanding=True)))  # type: ignore[union-attr]
+              .with_for_update(of=Item, skip_locked=True))
+    recheck = select(Item.id).where(Item.id.in_(bindparam("locked", expanding=True)), *conditions)  # type: ignore[union-attr]
+    return _Pick(pick, locked, recheck)
+
+
+@cache
+def _gold_pick(limit: int) -> Any:
+    """Gold tasks in a random order, so annotators do not all meet the same ones."""
+    conditions = _eligible(voter_id=bindparam("voter_id"), human=True, now=bindparam("now"), gold=True)
+    return select(Item.id).where(Item.project_id == bindparam("project_id"), *conditions).order_by(func.random()).limit(limit)
+
+
+_ORDER = (Item.priority.desc(), Item.id)  # type: ignore[attr-defined]
+_QUEUE = select(Item.id, Item.priority).where(Item.project_id == bindparam("project_id"), Item.status == "open")
+_WINDOW_FIRST = _QUEUE.order_by(*_ORDER).limit(WINDOW)
+_WINDOW_AFTER = _QUEUE.where(  # the next window: after the last item of the previous one
+    or_(Item.priority < bindparam("priority"), and_(Item.priority == bindparam("priority"), Item.id > bindparam("after")))
+).order_by(*_ORDER).limit(WINDOW)
+
+
 def _candidates(
     session: Session, *, project_id: int, voter_id: int, human: bool, limit: int, now: datetime,
     item_ids: list[int] | None = None, gold: bool = False,
 ) -> list[int]:
-    conditions = _eligible(voter_id=voter_id, human=human, now=now, gold=gold)
-    in_project = [Item.project_id == project_id, *conditions]
-    if gold:  # in a random order
-        q = select(Item.id).where(*in_project).order_by(func.random()).limit(limit)
-        return list(session.execute(q).scalars())
+    params: dict[str, Any] = {"project_id": project_id, "voter_id": voter_id, "now": now}
+    if gold:
+        return list(session.execute(_gold_pick(limit), params).scalars())
     if item_ids is not None:
-        return _first(session, select(Item.id).where(Item.id.in_(item_ids), *in_project), in_project, limit, by_id=True)  # type: ignore[union-attr]
+        return _first(session, _statements(human, limit, "project_ids"), {**params, "ids": item_ids})
     if not human:
-        return _first(session, select(Item.id).where(*in_project), in_project, limit)
+        return _first(session, _statements(human, limit, "project"), params)
     # An annotator's task: the queue is walked a window at a time, so the conditions (three
     # correlated subqueries) are judged on WINDOW items rather than on every open item; most
     # open items share one priority (nobody has voted on them), which no index orders by age.
     # The window's items are the project's, so the project is not named again: that would
     # tempt the planner into the queue index (all open items) instead of the primary key.
-    after: tuple[float, int] | None = None
+    window = session.execute(_WINDOW_FIRST, params).all()
     while True:
-        window = session.execute(_window(project_id, after)).all()
         ids = [i for i, _ in window]
-        found = _first(session, select(Item.id).where(Item.id.in_(ids), *conditions), conditions, limit, by_id=True) if ids else []  # type: ignore[union-attr]
+        found = _first(session, _statements(True, limit, "ids"), {**params, "ids": ids}) if ids else []
         if found or len(window) < WINDOW:
             return found
-        after = (window[-1][1], window[-1][0])
+        window = session.execute(_WINDOW_AFTER, {**params, "priority": window[-1][1], "after": window[-1][0]}).all()
 
 
-def _window(project_id: int, after: tuple[float, int] | None) -> Any:
-    """The next WINDOW open items in queue order: priority, then age (from the index alone)."""
-    q = select(Item.id, Item.priority).where(Item.project_id == project_id, Item.status == "open")
-    if after is not None:
-        priority, item_id = after
-        q = q.where(or_(Item.priority < priority, and_(Item.priority == priority, Item.id > item_id)))
-    return q.order_by(Item.priority.desc(), Item.id).limit(WINDOW)  # type: ignore[attr-defined]
-
-
-def _first(session: Session, q: Any, conditions: list[Any], limit: int, by_id: bool = False) -> list[int]:
-    """The first ``limit`` items of ``q`` in queue order, locked on PostgreSQL. With ``by_id``
-    (``q`` names its few items), the order is written so that no index can serve it, or the
-    planner walks the queue index through every open item to find the named ones."""
-    q = q.order_by(-Item.priority if by_id else Item.priority.desc(), Item.id).limit(limit)  # type: ignore[operator]
+def _first(session: Session, statements: _Pick, params: dict[str, Any]) -> list[int]:
+    """The first eligible items in queue order, locked on PostgreSQL."""
     if session.get_bind().dialect.name != "postgresql":
-        return list(session.execute(q).scalars())
+        return list(session.execute(statements.pick, params).scalars())
     # The locking statement judges rows on its snapshot; it may reach a row just after another
     # claimer committed a lease on it (a row lock alone does not make PostgreSQL re-read the
     # leases). Once the rows are ours, judge them again in a new statement, which sees every
     # lease committed before we locked them; if none is still free, look further down.
-    passed: set[int] = set()
+    passed: list[int] = []
     for _ in range(RECHECK_ROUNDS):
-        query = q.where(Item.id.not_in(passed)) if passed else q
-        locked = list(session.execute(query.with_for_update(of=Item, skip_locked=True)).scalars())
+        locked = list(session.execute(statements.locked, {**params, "passed": passed}).scalars())
         if not locked:
             return []
-        still = set(session.execute(select(Item.id).where(Item.id.in_(locked), *conditions)).scalars())  # type: ignore[union-attr]
+        still = set(session.execute(statements.recheck, {**params, "locked": locked}).scalars())
         if still:
             return [i for i in locked if i in still]
-        passed.update(locked)
+        passed.extend(locked)
     return []
 
 
