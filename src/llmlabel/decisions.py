@@ -156,19 +156,34 @@ class _Fitted:
     n_gold: int
 
 
-def _fit_project(session: Session, project: Project, config: ProjectConfig) -> _Fitted:
-    """Read every vote and gold label and fit the engine; writes nothing but the fit cache."""
-    rows = list(session.exec(
-        select(Vote.item_id, Vote.voter_id, Vote.label, Vote.confidence, Voter.kind)
-        .join(Voter, Voter.id == Vote.voter_id)  # type: ignore[arg-type]
-        .where(Vote.project_id == project.id, Voter.status != "gated")
-    ).all())
-    kind_of = dict(session.exec(select(Voter.id, Voter.kind).where(Voter.project_id == project.id)).all())
-    gold_rows = session.exec(select(Gold.item_id, Gold.label, Gold.weight).where(Gold.project_id == project.id)).all()
+# what a fit reads, built once
+_PROJECT_VOTES = (
+    select(Vote.item_id, Vote.voter_id, Vote.label, Vote.confidence, Voter.kind)
+    .join(Voter, Voter.id == Vote.voter_id)  # type: ignore[arg-type]
+    .where(Vote.project_id == bindparam("project_id"), Voter.status != "gated")
+)
+_PROJECT_VOTERS = select(Voter.id, Voter.kind).where(Voter.project_id == bindparam("project_id"))
+_PROJECT_GOLD = select(Gold.item_id, Gold.label, Gold.weight).where(Gold.project_id == bindparam("project_id"))
+_PROJECT_ITEMS = select(Item.id, Item.id).where(Item.project_id == bindparam("project_id")).order_by(Item.id)  # type: ignore[arg-type]
+_PROJECT_ITEMS_FIELDS = _PROJECT_ITEMS.with_only_columns(Item.id, Item.fields)  # type: ignore[arg-type]
+
+
+def _fit_project(session: Session, project: Project, config: ProjectConfig, every_item: bool = False) -> _Fitted:
+    """Read every vote and gold label and fit the engine; writes nothing but the fit cache.
+
+    The model is fitted on the items with votes or gold (an item nobody voted on says nothing
+    about any voter); ``every_item`` adds the rest, for a refit that decides them all. Rows are
+    read through the connection: the ORM's row handling cost several times the query."""
+    conn = session.connection()
+    p = {"project_id": project.id}
+    rows = [tuple(r) for r in conn.execute(_PROJECT_VOTES, p).all()]
+    kind_of: dict[int, str] = dict(conn.execute(_PROJECT_VOTERS, p).all())  # type: ignore[arg-type]
+    gold_rows = conn.execute(_PROJECT_GOLD, p).all()
     need_fields = isinstance(config.labels, Options)
-    item_rows = session.exec(
-        select(Item.id, Item.fields if need_fields else Item.id).where(Item.project_id == project.id).order_by(Item.id)  # type: ignore[arg-type]
-    ).all()
+    if need_fields or every_item:
+        item_rows = conn.execute(_PROJECT_ITEMS_FIELDS if need_fields else _PROJECT_ITEMS, p).all()
+    else:
+        item_rows = [(i, None) for i in sorted({r[0] for r in rows} | {int(g[0]) for g in gold_rows})]
     item_ids = np.array([r[0] for r in item_rows], dtype=np.int64)
     voter_ids = sorted(kind_of)
     voter_code = {v: i for i, v in enumerate(voter_ids)}
@@ -204,7 +219,7 @@ def refit(session: Session, *, project: Project, config: ProjectConfig, final_ro
     item that is not settled now is escalated to review instead of waiting for one.
     """
     started = time.perf_counter()
-    f = _fit_project(session, project, config)
+    f = _fit_project(session, project, config, every_item=True)
     by_status = _decide_and_store(session, project, config, f.fit, f.item_ids, f.table, f.gold_by_item,
                                   humans_available=not final_round) if len(f.item_ids) else {}
     cal = f.fit.calibration

@@ -9,7 +9,6 @@ from typing import Annotated, TypeVar
 from fastapi import Depends, Header, Request
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
-from starlette.concurrency import run_in_threadpool
 
 from llmlabel.access import Principal, authenticate, visible_project, voter_for
 from llmlabel.config import ProjectConfig
@@ -104,30 +103,27 @@ def project_access(*roles: str):  # type: ignore[no-untyped-def]
 EngineDep = Annotated[Engine, Depends(get_engine)]
 
 
-def _in_session(engine: Engine, work: Callable[[Session], T]) -> T:
-    with session_scope(engine) as session:
-        return work(session)
-
-
 @dataclass(frozen=True)
 class Caller:
     """The caller's token (not checked yet) and the database: what the busiest routes (an
     annotator's next task and vote) need to do all their work in one call.
 
-    Dependencies that touch the database each cost a trip to the thread pool, and under load
-    those trips cost more CPU than the work. ``run`` makes one: it opens the transaction,
-    checks the caller inside it and does the work, committing before the response is sent.
-    On SQLite it runs on the event loop itself: requests are already served one at a time per
-    process (see ``serialize.py``), so a thread would only add the hop.
+    ``run`` opens the transaction, checks the caller inside it, does the work and commits
+    before the response is sent, on the event loop itself. Dependencies that touch the
+    database each cost a trip to the thread pool, and under load those trips (and the GIL
+    contention between the pool's threads) cost more CPU than the work: measured under the
+    load bench, 30% of the server's CPU; on PostgreSQL, 121 votes/s on 2 threaded workers
+    against 178 on 3 workers running inline. The work is a handful of short statements, so a
+    worker is never held long; concurrency comes from running several workers (processes),
+    and on SQLite requests are served one at a time per process anyway (``serialize.py``).
     """
 
     token: str
     engine: Engine
 
-    async def run(self, work: Callable[[Session], T]) -> T:
-        if self.engine.dialect.name == "sqlite":
-            return _in_session(self.engine, work)
-        return await run_in_threadpool(_in_session, self.engine, work)
+    def run(self, work: Callable[[Session], T]) -> T:
+        with session_scope(self.engine) as session:
+            return work(session)
 
     def access(self, session: Session, *, name: str, roles: tuple[str, ...]) -> ProjectAccess:
         return _access(session, authenticate(session, token=self.token), name, roles)

@@ -31,7 +31,7 @@ async def get_next_task(name: str, caller: CallerDep) -> Any:
         access = caller.access(session, name=name, roles=ANNOTATOR)
         return next_task(session, project=access.project, config=access.config, voter=access.voter())
 
-    task = await caller.run(work)
+    task = caller.run(work)
     if task is None:
         return Response(status_code=status.HTTP_204_NO_CONTENT)
     return TaskOut(**task.__dict__)
@@ -94,7 +94,7 @@ async def post_vote(
             raise ConflictError("this Idempotency-Key was just used by another request; retry")
         return out
 
-    return await caller.run(work)
+    return caller.run(work)
 
 
 @router.post("/{lease_token}/release", status_code=status.HTTP_204_NO_CONTENT)
@@ -111,5 +111,5 @@ async def release_task(name: str, lease_token: str, caller: CallerDep) -> Respon
             raise ConflictError(f"this task is already {lease.state}")
         leases.release(session, lease_ids=[lease.id])  # type: ignore[list-item]
 
-    await caller.run(work)
+    caller.run(work)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
