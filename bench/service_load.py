@@ -2,7 +2,7 @@
 
     python bench/service_load.py                          # 120 s per database, SQLite and PostgreSQL
     python bench/service_load.py --seconds 30 --db sqlite
-    python bench/service_load.py --workers 2 --annotators 50 --postgres-url postgresql://postgres@127.0.0.1:5432/test
+    python bench/service_load.py --workers 3 --db postgres --annotators 50 --postgres-url postgresql://postgres@127.0.0.1:5432/test
 
 Per database: a fresh database (a SQLite file, or a PostgreSQL schema of its own) with one
 project, ``--items`` items (a few gold), an annotator token each; consensus fitted once, as an
@@ -41,6 +41,10 @@ sys.path.insert(0, str(ROOT / "src"))
 DEFAULT_PG = os.environ.get("LLMLABEL_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 LABELS = ["positive", "negative", "neutral"]
 MIN_HUMAN_VOTES = 1
+# SQLite: one writer at a time, so a second process only adds lock hand-offs; PostgreSQL: the
+# annotator routes run inline on each worker's event loop, so concurrency is processes (3 on
+# 2 cores measured best: 178 votes/s against 151 with 4 and 121 with 2 threaded ones)
+DEFAULT_WORKERS = {"sqlite": 1, "postgres": 3}
 GOAL_VOTES_PER_S = 500
 GOAL_P99_MS = 100
 PROJECT: dict[str, Any] = {
@@ -288,7 +292,8 @@ def run(kind: str, args: argparse.Namespace) -> dict[str, Any]:
             tokens = seed(db.url, items=args.items, annotators=args.annotators, tmp=tmp)
             print(f"[{kind}] seeded {args.items} items, {args.annotators} annotators in {time.monotonic() - t0:.1f} s",
                   flush=True)
-            proc, base = start_server(db.url, args.workers)
+            workers = args.workers or DEFAULT_WORKERS[kind]
+            proc, base = start_server(db.url, workers)
             try:
                 tally, seconds = asyncio.run(hammer(base, tokens, args.seconds))
             finally:
@@ -299,7 +304,7 @@ def run(kind: str, args: argparse.Namespace) -> dict[str, Any]:
                 db.cleanup()
     votes = sum(n for (op, status), n in tally.statuses.items() if op == "vote" and status == 201)
     result = {
-        "db": kind, "workers": args.workers, "annotators": args.annotators, "seconds": round(seconds, 1),
+        "db": kind, "workers": workers, "annotators": args.annotators, "seconds": round(seconds, 1),
         "votes": votes, "votes_per_s": round(votes / seconds, 1),
         "next_p50_ms": round(pct(tally.next_ms, 0.5), 1), "next_p99_ms": round(pct(tally.next_ms, 0.99), 1),
         "vote_p50_ms": round(pct(tally.vote_ms, 0.5), 1), "vote_p99_ms": round(pct(tally.vote_ms, 0.99), 1),
@@ -315,7 +320,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=120.0, help="how long the annotators work, per database")
     parser.add_argument("--annotators", type=int, default=50)
-    parser.add_argument("--workers", type=int, default=2, help="uvicorn worker processes")
+    parser.add_argument("--workers", type=int, default=0,
+                        help="uvicorn worker processes (default: 1 on SQLite, 3 on PostgreSQL)")
     parser.add_argument("--items", type=int, default=50_000)
     parser.add_argument("--db", choices=["sqlite", "postgres", "both"], default="both")
     parser.add_argument("--postgres-url", default=DEFAULT_PG)

@@ -30,3 +30,16 @@ def test_local_model_labels_a_few_items(setup: Setup) -> None:
         assert vote.confidence_method == "logprobs" and vote.probs is not None
         assert sum(vote.probs) == pytest.approx(1.0) and vote.confidence == pytest.approx(vote.probs[CLASSES.index(vote.label)])
     assert all(c.cost_usd == 0.0 for c in env.calls())
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+def test_a_rerun_on_a_new_local_server_is_answered_from_the_ledger(setup: Setup) -> None:
+    """The local server listens on a new port each run; the cache names the model file instead."""
+    env = setup(project_dict({"name": "smollm2", "model": "local/smollm2", "concurrency": 1}), ["It is a phone."])
+    first = env.run()
+    assert first.labelers[0].calls >= 1
+    env.forget_votes()
+    again = env.run()
+    assert again.labelers[0].calls == 0 and again.labelers[0].cache_hits == 1
+    assert len(env.votes()) == 1
+    assert len({c.request_hash for c in env.calls()}) == len(env.calls())  # no answer was paid for twice

@@ -33,10 +33,14 @@ class CompletionRequest:
     api_base: str | None = None
     api_key: str | None = None
     timeout: float = 60.0
+    # what names the server in the cache when its address does not: a local model is served
+    # on a new port each run, but answers the same from the same file
+    server_identity: str | None = None
 
     def identity(self) -> dict[str, Any]:
         """The part that decides the answer (never the key): what the cache hashes."""
-        return {"model": self.model, "messages": self.messages, "params": self.params, "api_base": self.api_base}
+        return {"model": self.model, "messages": self.messages, "params": self.params,
+                "api_base": self.server_identity or self.api_base}
 
 
 @dataclass

@@ -69,6 +69,7 @@ class Endpoint:
     api_base: str | None = None
     api_key: str | None = None
     json_schema_mode: bool | None = None  # None: ask litellm's capability table
+    server_identity: str | None = None  # see CompletionRequest.server_identity
 
 
 @dataclass
@@ -142,6 +143,7 @@ class LLMLabeler:
         return CompletionRequest(
             model=self.endpoint.model, messages=messages, api_base=self.endpoint.api_base,
             api_key=self.endpoint.api_key, timeout=self.labeler.timeout_seconds,
+            server_identity=self.endpoint.server_identity,
             params=self._params(fields, n or self.labeler.samples, seed),
         )
 

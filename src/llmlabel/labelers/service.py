@@ -50,17 +50,21 @@ def bind(labeler: LabelerConfig, stack: ExitStack, completer: Completer | None =
         if not api_key:
             raise ConfigError(f"labeler {labeler.name!r}: environment variable {labeler.api_key_env} is not set")
     json_mode: bool | None = None
+    identity = None
     model = labeler.model
     if is_local(model):
         name = model.removeprefix(PREFIX)
         alias = Path(name).stem if name.endswith(".gguf") else name
-        server = stack.enter_context(LocalServer(find_gguf(name), alias, logprobs=labeler.confidence == "logprobs"))
+        gguf = find_gguf(name)
+        server = stack.enter_context(LocalServer(gguf, alias, logprobs=labeler.confidence == "logprobs"))
         model, api_base, api_key, json_mode = f"openai/{alias}", server.base_url, "local", False
+        identity = f"{PREFIX}{gguf.name}:{gguf.stat().st_size}"  # the file, not this run's port
         params = {**LOCAL_DEFAULTS, **params}
     labeler = labeler.model_copy(update={"params": params})
     return LabelerSpec(
         config=labeler,
-        endpoint=Endpoint(model=model, api_base=api_base, api_key=api_key, json_schema_mode=json_mode),
+        endpoint=Endpoint(model=model, api_base=api_base, api_key=api_key, json_schema_mode=json_mode,
+                          server_identity=identity),
         completer=completer or litellm_completer(labeler.cost),
     )
 
