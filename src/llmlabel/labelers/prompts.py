@@ -24,11 +24,11 @@ from typing import Any
 
 import numpy as np
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, TemplateNotFound
-from jinja2.sandbox import SandboxedEnvironment
 
 from llmlabel.config import LabelerConfig, ProjectConfig
 from llmlabel.errors import ConfigError
 from llmlabel.labelers.output import LabelSchema, json_schema, label_field
+from llmlabel.rendering import render_item
 from llmlabel.schema import Options, Taxonomy
 
 _PACKAGE_DIR = Path(__file__).resolve().parents[1]
@@ -81,7 +81,7 @@ class Prompter:
             ) from None
         sources = [Path(t.filename).read_text(encoding="utf-8") for t in (self.system, self.user) if t.filename]
         self._systems: dict[str, str] = {}
-        self.item_template = SandboxedEnvironment(undefined=StrictUndefined).from_string(config.item_template)
+        self.item_template = config.item_template
         self.version = _digest({
             "templates": sources,
             "item_template": config.item_template,
@@ -94,10 +94,7 @@ class Prompter:
         })
 
     def item_text(self, fields: Mapping[str, Any]) -> str:
-        try:
-            text = self.item_template.render(**fields)
-        except Exception as exc:
-            raise ConfigError(f"item_template failed on an item: {exc}") from None
+        text = render_item(self.item_template, fields, strip=False)
         if isinstance(self.schema, Options):
             opts = self.schema.options_of(fields)
             text += "\n\nOptions:\n" + "\n".join(f"[{i}] {o}" for i, o in enumerate(opts))
