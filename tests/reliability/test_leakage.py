@@ -66,7 +66,8 @@ def test_annotators_never_see_gold_or_other_votes(engine, tmp_path: Path) -> Non
             assert set(task) == TASK_KEYS, f"unexpected fields in a task: {set(task) ^ TASK_KEYS}"
             assert task["suggestions"] == []
             assert "secret_label" not in task["fields"] and set(task["fields"]) == {"text"}
-            assert MARK not in r.text and "gpt" not in r.text and "other-annotator" not in r.text
+            shown = r.text.replace(task["lease_token"], "")  # a random token may spell "gpt" by chance
+            assert MARK not in shown and "gpt" not in shown and "other-annotator" not in shown
             number = int(task["item_id"][1:])
             seen_gold_task += number < 8
             seen_plain_task += number >= 8
