@@ -125,12 +125,14 @@ def project_file(write_project: Callable[..., Path]) -> Path:
     return write_project(SMALL_PROJECT)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def chromium() -> Iterator[Any | None]:
-    """One headless system Chromium for the whole run, driven by Playwright; None when the
-    Python 'playwright' package is missing. Shared because Playwright's sync API cannot be
-    started again in a process while another instance runs: two folders each starting their
-    own failed whenever they ran in the other order."""
+    """A headless system Chromium for a test module, driven by Playwright; None when the
+    Python 'playwright' package is missing. Every browser test takes it from here, one module
+    at a time: Playwright's sync API cannot start while another instance runs in the process
+    (a session-long browser in one folder broke the next folder's), and while it runs it holds
+    an event loop in the main thread, so a browser kept for the whole session broke every later
+    test that calls asyncio.run()."""
     if not CHROMIUM.exists():
         pytest.skip(f"no Chromium at {CHROMIUM} (apt-get install chromium, or set LLMLABEL_CHROMIUM)")
     try:

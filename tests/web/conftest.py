@@ -176,7 +176,7 @@ def site(tmp_path_factory: pytest.TempPathFactory, _sqlite_at_head: Path) -> Ite
         engine.dispose()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser(chromium: Any) -> Any:
     if chromium is None:
         pytest.skip("the Python 'playwright' package is not installed")
