@@ -159,7 +159,7 @@ def run(name: str) -> dict[str, object]:
                 truth,
                 policy,
                 items=test.item,
-                calibrate=policy_cal,
+                calibrate=policy_cal.transform,
                 seed=seed,
             )
         )

@@ -77,14 +77,11 @@ async def bare_loop(base_url: str, items: list[str], concurrency: int) -> None:
     await asyncio.gather(*(labeler(n) for n in LABELERS))
 
 
-async def bare_same_requests(requests: list[Any], concurrency: int) -> None:
+async def bare_same_requests(requests: list[list[Any]], concurrency: int) -> None:
     """The very requests llmlabel sends (its prompts, JSON schema, logprobs), by hand: one
     semaphore per labeler, one call each, the answer's JSON decoded. What llmlabel adds on top
     of this is its own work (leases, ledger, votes, parsing, confidence), nothing else."""
     litellm = _litellm()
-    by_labeler: dict[str, list[Any]] = {}
-    for name, req in requests:
-        by_labeler.setdefault(name, []).append(req)
 
     async def labeler(reqs: list[Any]) -> None:
         sem = asyncio.Semaphore(concurrency)
@@ -98,10 +95,10 @@ async def bare_same_requests(requests: list[Any], concurrency: int) -> None:
 
         await asyncio.gather(*(one(r) for r in reqs))
 
-    await asyncio.gather(*(labeler(r) for r in by_labeler.values()))
+    await asyncio.gather(*(labeler(r) for r in requests))
 
 
-def recorded_requests(tmp: Path, base_url: str, n: int) -> list[Any]:
+def recorded_requests(tmp: Path, base_url: str, n: int) -> list[list[Any]]:
     """Run llmlabel once with a completer that notes each request before sending it."""
     engine, cfg, pid = setup_db(tmp, base_url, 64, n)
     inner = litellm_completer()
@@ -113,8 +110,8 @@ def recorded_requests(tmp: Path, base_url: str, n: int) -> list[Any]:
 
     label_project(engine, config=cfg, project_id=pid, completer=recording)
     engine.dispose()
-    # the labelers' requests are alike; split them evenly, each half under its own semaphore
-    return [(LABELERS[i % len(LABELERS)], r) for i, r in enumerate(seen)]
+    # the labelers' requests are alike; split them evenly, each part under its own semaphore
+    return [seen[i::len(LABELERS)] for i in range(len(LABELERS))]
 
 
 def timed(fn: Any) -> tuple[float, float]:

@@ -20,6 +20,7 @@ import pytest
 import yaml
 from sqlalchemy.engine import Engine
 
+from llmlabel import decisions
 from llmlabel.store.db import open_engine
 
 CHROMIUM = Path(os.environ.get("LLMLABEL_CHROMIUM", "/usr/bin/chromium"))
@@ -146,3 +147,12 @@ def chromium() -> Iterator[Any | None]:
             yield browser
         finally:
             browser.close()
+
+
+@pytest.fixture(autouse=True)
+def _fresh_fits() -> Iterator[None]:
+    """Each test starts with no consensus fit cached in the process: fits are keyed by database
+    URL and project id, but a test must not depend on what an earlier one left behind."""
+    decisions._fits.clear()
+    yield
+    decisions._fits.clear()

@@ -62,6 +62,7 @@ _MACHINE = ("llm", "model")
 @dataclass
 class Fit:
     voter_code: dict[int, int]
+    kind_names: list[str]  # per voter code: what re-deciding one item builds its vote table with
     kinds: VoterKinds
     fitted_at: float
     config_hash: str
@@ -187,12 +188,13 @@ def _fit_project(session: Session, project: Project, config: ProjectConfig, ever
     item_ids = np.array([r[0] for r in item_rows], dtype=np.int64)
     voter_ids = sorted(kind_of)
     voter_code = {v: i for i, v in enumerate(voter_ids)}
-    table = _table(rows, item_ids, voter_code, [kind_of[v] for v in voter_ids],
+    kind_names = [kind_of[v] for v in voter_ids]
+    table = _table(rows, item_ids, voter_code, kind_names,
                    [r[1] for r in item_rows] if need_fields else None)
     row_of = {int(i): r for r, i in enumerate(item_ids.tolist())}
     gold = {row_of[i]: lab for i, lab, _ in gold_rows if i in row_of}
     weight = {row_of[i]: w for i, _, w in gold_rows if i in row_of}
-    fit = Fit(voter_code, table.kinds, time.time(), project.config_hash, n_votes=len(rows))
+    fit = Fit(voter_code, kind_names, table.kinds, time.time(), project.config_hash, n_votes=len(rows))
     if len(item_ids) and isinstance(config.labels, SingleChoice):
         fit.classes = config.labels.class_names
         votes = _single_votes(table, fit.classes)
@@ -467,8 +469,7 @@ def _redecide(session: Session, project: Project, config: ProjectConfig, fit: Fi
     if state is None or state[2] == "adjudication" or state[5] is not None:
         return  # settled by a reviewer, or gold: decided by its gold label, whatever the votes say
     rows = list(session.execute(_ITEM_VOTES, {"item_id": item_id}).all())
-    kind_names = [DEFAULT_KINDS[k] for k in fit.kinds.kind.tolist()][: len(fit.voter_code)]
-    table = _table(rows, np.array([item_id], dtype=np.int64), fit.voter_code, kind_names,
+    table = _table(rows, np.array([item_id], dtype=np.int64), fit.voter_code, fit.kind_names,
                    [state[6]] if need_fields else None)
     _decide_and_store(session, project, config, fit, np.array([item_id], dtype=np.int64), table, {},
                       current={item_id: tuple(state[:5])})

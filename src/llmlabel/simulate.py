@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from llmlabel.consensus.calibration import CalibrationReport, expected_calibration_error
+from llmlabel.consensus.calibration import expected_calibration_error
 from llmlabel.consensus.dawid_skene import DawidSkene
 from llmlabel.consensus.em import softmax_rows
 from llmlabel.consensus.errors import ConsensusInputError
@@ -146,7 +146,7 @@ def simulate_policy(
     policy: Policy,
     *,
     items: IntArray | None = None,
-    calibrate: Callable[[FloatArray], FloatArray] | CalibrationReport | None = None,
+    calibrate: Callable[[FloatArray, IntArray], FloatArray] | None = None,
     seed: int = 0,
 ) -> PolicyReport:
     """Replay dynamic consensus: each item's votes arrive in random order, one per round,
@@ -154,8 +154,8 @@ def simulate_policy(
 
     ``truth`` has one label per item (−1 where unknown, scored only where known). Accuracy
     and ECE are over every replayed item, escalated ones included, at their last posterior.
-    ``calibrate`` is a function of the posteriors or a ``CalibrationReport``; a report is given
-    each item's number of cast votes so far, which a vote-count temperature needs.
+    ``calibrate(posteriors, cast_votes)`` repairs the posteriors (``CalibrationReport.transform``);
+    it is given each item's number of cast votes so far, which a vote-count temperature needs.
     """
     rng = np.random.default_rng(seed)
     items = np.arange(votes.n_items) if items is None else np.asarray(items, dtype=np.int64)
@@ -177,10 +177,8 @@ def simulate_policy(
     while active.any():
         idx = np.flatnonzero(active)
         probs = softmax_rows(logpost[idx])
-        if isinstance(calibrate, CalibrationReport):
-            probs = calibrate.transform(probs, cast[idx])
-        elif calibrate is not None:
-            probs = calibrate(probs)
+        if calibrate is not None:
+            probs = calibrate(probs, cast[idx])
         d = decide(
             probs,
             taken[idx],

@@ -133,9 +133,7 @@ def submit(
     comment: str | None = None,
     predicted_distribution: dict[str, float] | None = None,
 ) -> SubmitResult:
-    lease = session.execute(_LEASE, {"token": lease_token}).first()
-    if lease is None or lease.voter_id != voter.id or lease.project_id != project.id:
-        raise NotFoundError("no such task for you: the lease token is unknown or belongs to someone else")
+    lease = _own_lease(session, project=project, voter=voter, lease_token=lease_token)
     if lease.state == "done":
         existing = _vote_id(session, lease.item_id, voter.id)  # type: ignore[arg-type]
         raise ConflictError(f"task for item {lease.external_id!r} was already answered"
@@ -156,11 +154,27 @@ def submit(
     )
     created = record_votes(session, project_id=project.id, votes=[NewVote(lease.item_id, voter.id, vote)])  # type: ignore[arg-type]
     vote_id = created.get((lease.item_id, voter.id)) or _vote_id(session, lease.item_id, voter.id)  # type: ignore[arg-type]
-    leases.finish(session, lease_id=lease.id)
+    leases.finish(session, lease_ids=[lease.id])
     if lease.is_gold:
         _after_gold_answer(session, project=project, config=config, voter=voter)
     decisions.after_vote(session, project=project, config=config, item_id=lease.item_id)
     return SubmitResult(item_id=lease.external_id, vote_id=vote_id, created=bool(created))  # type: ignore[arg-type]
+
+
+def release(session: Session, *, project: Project, voter: Voter, lease_token: str) -> None:
+    """Hand a task back unanswered: the item returns to the pool (not to this voter)."""
+    lease = _own_lease(session, project=project, voter=voter, lease_token=lease_token)
+    if lease.state != "active":
+        raise ConflictError(f"this task is already {lease.state}")
+    leases.release(session, lease_ids=[lease.id])
+
+
+def _own_lease(session: Session, *, project: Project, voter: Voter, lease_token: str) -> Any:
+    """The voter's lease (with its item) under this token; 404 for anyone else's or none."""
+    lease = session.execute(_LEASE, {"token": lease_token}).first()
+    if lease is None or lease.voter_id != voter.id or lease.project_id != project.id:
+        raise NotFoundError("no such task for you: the lease token is unknown or belongs to someone else")
+    return lease
 
 
 def _vote_id(session: Session, item_id: int, voter_id: int) -> int | None:

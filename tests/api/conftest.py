@@ -18,7 +18,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import func, select, update
 from sqlalchemy.engine import Engine
 
-from llmlabel import decisions, tasks
+from llmlabel import tasks
 from llmlabel.access import create_token
 from llmlabel.api import ApiSettings, create_app
 from llmlabel.projects import get_or_create_voter
@@ -113,14 +113,6 @@ class Api:
     def vote_rows(self) -> int:
         with self.engine.connect() as conn:
             return int(conn.execute(select(func.count()).select_from(Vote)).scalar_one())
-
-
-@pytest.fixture(autouse=True)
-def _fresh_fits() -> Iterator[None]:
-    """decisions caches fits by project id, which repeats across the tests' databases."""
-    decisions._fits.clear()
-    yield
-    decisions._fits.clear()
 
 
 @pytest.fixture

@@ -1,5 +1,6 @@
 import numpy as np
 import pytest
+from tests.consensus.shadows import with_shadow_copies
 
 from llmlabel.consensus import (
     ConsensusInputError,
@@ -14,7 +15,6 @@ from llmlabel.consensus import (
     reliability_table,
 )
 from llmlabel.consensus.calibration import (
-    _prefix_posteriors,
     bootstrap_ece,
     choose_calibration,
     prefix_posteriors,
@@ -71,17 +71,7 @@ def test_calibrate_measures_and_repairs_correlated_voters():
     # over-confident; held-out gold must show it and the chosen repair must reduce it.
     base = simulate_votes(3000, 2, [Population(30, per_item=5, accuracy=(5, 3))], seed=4)
     v = base.votes
-    dup = v.subset(np.arange(len(v)) % 5 == 0)
-    from llmlabel.consensus import Votes
-
-    votes = Votes(
-        np.r_[v.item, dup.item, dup.item],
-        np.r_[v.voter, dup.voter + 30, dup.voter + 60],
-        np.r_[v.label, dup.label, dup.label],
-        v.n_items,
-        90,
-        2,
-    )
+    votes = with_shadow_copies(v, v.subset(np.arange(len(v)) % 5 == 0), 30)
     gold = Gold(np.arange(1000), base.truth[:1000])
     report = calibrate(DawidSkene(), votes, gold, prefixes=0)
     assert report.ece_before > 0.03
@@ -143,8 +133,11 @@ def test_prefix_counts_match_cast_votes():
     sim = simulate_votes(300, 3, [Population(10, per_item=6)], seed=5)
     model = DawidSkene().fit(sim.votes)
     items = np.arange(300)
-    probs, n = _prefix_posteriors(model, sim.votes, items, np.random.default_rng(0))
+    probs, n = prefix_posteriors(model, sim.votes, items, np.random.default_rng(0))
     assert n.min() >= 1 and n.max() <= 6
     assert (cast_vote_counts(sim.votes) == 6).all()
-    again = prefix_posteriors(model, sim.votes, items, np.random.default_rng(0))
+    again, _ = prefix_posteriors(model, sim.votes, items, np.random.default_rng(0))
     np.testing.assert_allclose(probs, again)
+    whole = n == 6  # a prefix holding every vote is the all-vote posterior
+    assert whole.any()
+    np.testing.assert_allclose(probs[whole], model.predict_proba(sim.votes)[items][whole], atol=1e-9)

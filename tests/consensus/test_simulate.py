@@ -1,6 +1,7 @@
 import numpy as np
+from tests.consensus.shadows import with_shadow_copies
 
-from llmlabel.consensus import DawidSkene, Gold, Policy, VoterKinds, Votes, calibrate
+from llmlabel.consensus import DawidSkene, Gold, Policy, VoterKinds, calibrate
 from llmlabel.simulate import Population, simulate_policy, simulate_votes
 
 
@@ -57,14 +58,7 @@ def test_policy_replay_passes_vote_counts_to_a_vote_temperature():
     # of votes, which only a vote-count temperature can express.
     base = simulate_votes(2500, 2, [Population(30, per_item=4, accuracy=(6, 2))], seed=7)
     v = base.votes
-    votes = Votes(
-        np.r_[v.item, v.item, v.item],
-        np.r_[v.voter, v.voter + 30, v.voter + 60],
-        np.r_[v.label, v.label, v.label],
-        v.n_items,
-        90,
-        2,
-    )
+    votes = with_shadow_copies(v, v, 30)
     kinds = VoterKinds.uniform(90)
     gold = Gold(np.arange(800), base.truth[:800])
     model = DawidSkene().fit(votes, gold, kinds)
@@ -72,7 +66,7 @@ def test_policy_replay_passes_vote_counts_to_a_vote_temperature():
     assert aware.method == "vote-temperature" and aware.needs_votes
     items = np.arange(800, 2500)
     policy = Policy(target=0.9, min_human_votes=1, max_votes=100)
-    r = simulate_policy(model, votes, kinds, base.truth, policy, items=items, calibrate=aware)
+    r = simulate_policy(model, votes, kinds, base.truth, policy, items=items, calibrate=aware.transform)
     all_votes = (model.posteriors_[items].argmax(1) == base.truth[items]).mean()
     assert r.accuracy > all_votes - 0.03
     assert r.mean_votes < r.mean_votes_available

@@ -75,7 +75,7 @@ def test_objects_the_caller_holds_see_the_writes(setup: Setup) -> None:
         lease = s.get(Lease, claim.lease_id)
         assert item is not None and lease is not None and lease.state == "active"
         record_vote(s, project_id=env.project.id, item_id=item_id, voter_id=voter, vote=VoteInput(label="positive"))  # type: ignore[arg-type]
-        leases.finish(s, lease_id=claim.lease_id)
+        leases.finish(s, lease_ids=[claim.lease_id])
         assert item.vote_count == 1 and lease.state == "done"
     with Session(env.engine) as s:
         stored = s.get(Lease, claim.lease_id)

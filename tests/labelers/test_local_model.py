@@ -42,4 +42,5 @@ def test_a_rerun_on_a_new_local_server_is_answered_from_the_ledger(setup: Setup)
     again = env.run()
     assert again.labelers[0].calls == 0 and again.labelers[0].cache_hits == 1
     assert len(env.votes()) == 1
-    assert len({c.request_hash for c in env.calls()}) == len(env.calls())  # no answer was paid for twice
+    answers = [c.request_hash for c in env.calls() if c.outcome == "ok"]
+    assert len(set(answers)) == len(answers)  # no answer was paid for twice

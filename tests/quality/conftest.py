@@ -7,7 +7,6 @@ PostgreSQL), so a few thousand votes cost milliseconds rather than the API's per
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -108,14 +107,6 @@ def seed_project(
     with session_scope(engine) as s:
         project = s.get(Project, pid)  # type: ignore[assignment]
     return Seeded(engine, config, project, sim.truth, item_ids, voter_ids, path)
-
-
-@pytest.fixture(autouse=True)
-def _fresh_fits() -> Iterator[None]:
-    """decisions caches fits by project id, which repeats across the tests' databases."""
-    decisions._fits.clear()
-    yield
-    decisions._fits.clear()
 
 
 @pytest.fixture

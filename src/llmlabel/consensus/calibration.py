@@ -282,24 +282,14 @@ def prefix_posteriors(
     items: IntArray,
     rng: np.random.Generator,
     kinds: VoterKinds | None = None,
-) -> FloatArray:
-    """Posteriors of ``items`` from a random prefix (1..all) of each one's votes, in random order.
+) -> tuple[FloatArray, IntArray]:
+    """Posteriors of ``items`` from a random prefix (1..all) of each one's votes, in random
+    order, and the number of cast votes each prefix holds.
 
     The decision policy reads posteriors after a few votes, where the overconfidence from
     correlated votes is milder than after all of them; a calibrator fitted only on all-vote
     posteriors would over-correct exactly where the policy decides.
     """
-    return _prefix_posteriors(model, votes, items, rng, kinds)[0]
-
-
-def _prefix_posteriors(
-    model: DawidSkene,
-    votes: Votes,
-    items: IntArray,
-    rng: np.random.Generator,
-    kinds: VoterKinds | None = None,
-) -> tuple[FloatArray, IntArray]:
-    """``prefix_posteriors`` and the number of cast votes each prefix holds."""
     loglik = model.vote_log_likelihood(votes, kinds)
     pos = np.full(votes.n_items, -1, dtype=np.int64)
     pos[items] = np.arange(items.shape[0])
@@ -324,33 +314,6 @@ def cast_vote_counts(votes: Votes) -> IntArray:
     return out
 
 
-def _out_of_fold(
-    model: DawidSkene,
-    votes: Votes,
-    gold: Gold,
-    *,
-    kinds: VoterKinds | None,
-    weights: FloatArray | None,
-    n_folds: int,
-    prefixes: int,
-    seed: int,
-) -> tuple[FloatArray, IntArray, IntArray]:
-    rng = np.random.default_rng(seed)
-    blocks = [np.zeros((len(gold), votes.n_classes)) for _ in range(prefixes + 1)]
-    counts = [np.zeros(len(gold), dtype=np.int64) for _ in range(prefixes + 1)]
-    counts[0] = cast_vote_counts(votes)[gold.item]
-    for held in _folds(len(gold), n_folds, seed):
-        keep = np.ones(len(gold), dtype=bool)
-        keep[held] = False
-        fitted = model.clone().fit(votes, gold.subset(keep), kinds, weights)
-        blocks[0][held] = fitted.posteriors_[gold.item[held]]
-        for block, count in zip(blocks[1:], counts[1:], strict=True):
-            block[held], count[held] = _prefix_posteriors(
-                fitted, votes, gold.item[held], rng, kinds
-            )
-    return np.concatenate(blocks), np.tile(gold.label, prefixes + 1), np.concatenate(counts)
-
-
 def out_of_fold_posteriors(
     model: DawidSkene,
     votes: Votes,
@@ -361,23 +324,25 @@ def out_of_fold_posteriors(
     n_folds: int = 5,
     prefixes: int = 0,
     seed: int = 0,
-) -> tuple[FloatArray, IntArray]:
-    """Posteriors of gold items from fits that did not see their gold, with their truth.
+) -> tuple[FloatArray, IntArray, IntArray]:
+    """Posteriors of gold items from fits that did not see their gold, with their truth and
+    the cast votes behind each posterior.
 
     The first ``len(gold)`` rows are all-vote posteriors aligned with ``gold``; ``prefixes``
     more blocks follow, each from a random prefix of every item's votes.
     """
-    probs, truth, _ = _out_of_fold(
-        model,
-        votes,
-        gold,
-        kinds=kinds,
-        weights=weights,
-        n_folds=n_folds,
-        prefixes=prefixes,
-        seed=seed,
-    )
-    return probs, truth
+    rng = np.random.default_rng(seed)
+    blocks = [np.zeros((len(gold), votes.n_classes)) for _ in range(prefixes + 1)]
+    counts = [np.zeros(len(gold), dtype=np.int64) for _ in range(prefixes + 1)]
+    counts[0] = cast_vote_counts(votes)[gold.item]
+    for held in _folds(len(gold), n_folds, seed):
+        keep = np.ones(len(gold), dtype=bool)
+        keep[held] = False
+        fitted = model.clone().fit(votes, gold.subset(keep), kinds, weights)
+        blocks[0][held] = fitted.posteriors_[gold.item[held]]
+        for block, count in zip(blocks[1:], counts[1:], strict=True):
+            block[held], count[held] = prefix_posteriors(fitted, votes, gold.item[held], rng, kinds)
+    return np.concatenate(blocks), np.tile(gold.label, prefixes + 1), np.concatenate(counts)
 
 
 def _fit_transform(
@@ -481,15 +446,8 @@ def calibrate(
     1 pp of all-votes accuracy except possent (−1.3 pp: an honest 0.95 stop there is below
     the 0.963 that all votes reach).
     """
-    probs, truth, counts = _out_of_fold(
-        model,
-        votes,
-        gold,
-        kinds=kinds,
-        weights=weights,
-        n_folds=n_folds,
-        prefixes=prefixes,
-        seed=seed,
+    probs, truth, counts = out_of_fold_posteriors(
+        model, votes, gold, kinds=kinds, weights=weights, n_folds=n_folds, prefixes=prefixes, seed=seed
     )
     return choose_calibration(
         probs, truth, n_folds=n_folds, seed=seed, n_votes=counts if by_votes else None

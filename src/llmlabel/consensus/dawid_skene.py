@@ -43,6 +43,12 @@ from .votes import ABSTAIN, FloatArray, Gold, IntArray, VoterKinds, Votes
 SMALL_TABLE = 256  # votes below which log_posterior sums directly instead of building the index
 
 
+def _cast_loglik(idx: IntArray, table: FloatArray, scale: FloatArray, said: IntArray) -> FloatArray:
+    """(cast votes, K): each cast vote's tempered log π[v, :, said] (see ``_vote_params``)."""
+    out: FloatArray = table[idx, :, said] * scale[:, None]
+    return out
+
+
 @dataclass(frozen=True)
 class Bands:
     """Confidence bands: band 0 holds votes without a confidence, bands 1.. split at ``edges``."""
@@ -241,9 +247,8 @@ class DawidSkene:
         if idx.shape[0] <= SMALL_TABLE:
             # a few votes (one item, re-decided after a vote): summing them directly is far
             # cheaper than setting up the sparse index
-            per_vote = table[idx, :, votes.label[cast]] * scale[:, None]
             ev = np.zeros((votes.n_items, table.shape[1]))
-            np.add.at(ev, votes.item[cast], per_vote)
+            np.add.at(ev, votes.item[cast], _cast_loglik(idx, table, scale, votes.label[cast]))
             return np.log(self.class_prior_) + ev
         index = VoteIndex.build(
             idx,
@@ -262,7 +267,7 @@ class DawidSkene:
         idx, table, scale = self._vote_params(votes, kinds)
         cast = votes.label != ABSTAIN
         out = np.zeros((len(votes), table.shape[1]))
-        out[cast] = table[idx, :, votes.label[cast]] * scale[:, None]
+        out[cast] = _cast_loglik(idx, table, scale, votes.label[cast])
         return out
 
     def predict_proba(

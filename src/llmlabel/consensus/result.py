@@ -58,8 +58,12 @@ def run_consensus(
     report = None
     posteriors = raw
     if gold is not None and len(gold) >= min_gold_for_calibration:
-        report = calibrate(template, votes, gold, kinds=kinds, weights=weights, seed=seed, by_votes=True)
-        posteriors = report.transform(fitted.predict_proba(votes, None, kinds), n_votes=cast_vote_counts(votes))
+        report = calibrate(
+            template, votes, gold, kinds=kinds, weights=weights, seed=seed, by_votes=True
+        )
+        posteriors = report.transform(
+            fitted.predict_proba(votes, None, kinds), n_votes=cast_vote_counts(votes)
+        )
         posteriors[gold.item] = raw[gold.item]
     if available is None:
         available = availability(votes, kinds)

@@ -187,7 +187,7 @@ def _choices(raw: Any) -> list[Choice]:
         lp = getattr(ch, "logprobs", None)
         content = None
         if lp is not None:
-            items = lp.get("content") if isinstance(lp, dict) else getattr(lp, "content", None)
+            items = _field(lp, "content")
             if items:
                 content = [_token(i) for i in items]
         out.append(Choice(content=msg.content, finish_reason=ch.finish_reason, refusal=refusal, logprobs=content))

@@ -135,9 +135,6 @@ class _CallInsert:
     def __init__(self, values: dict[str, Any]) -> None:
         self.values = values
 
-    def __call__(self, session: Session) -> None:
-        session.execute(_INSERT_CALL, self.values)
-
 
 class Writer:
     """One thread doing all of a run's writes, committing each batch of queued work at once."""

@@ -173,7 +173,7 @@ def heldout_calibration(data: ProjectData, *, n_folds: int = 5, seed: int = 0) -
                                 dtype=np.int64), DEFAULT_KINDS)
     gold = Gold(item=gold_rows, label=data.gold[gold_rows], weight=data.gold_weight[gold_rows])
     model = DawidSkene().fit(votes, gold, kinds)
-    probs, truth = out_of_fold_posteriors(model, votes, gold, kinds=kinds, n_folds=n_folds, seed=seed)
+    probs, truth, _ = out_of_fold_posteriors(model, votes, gold, kinds=kinds, n_folds=n_folds, seed=seed)
     method = None
     held = probs
     if len(gold_rows) >= MIN_GOLD_FOR_CALIBRATION:

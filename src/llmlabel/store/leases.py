@@ -188,13 +188,13 @@ def claim(
     tokens = {item_id: secrets.token_urlsafe(24) for item_id in ids}
     taken = {item_id: lapsed[item_id] for item_id in ids if item_id in lapsed}
     table = _LEASES
+    created = utcnow()  # once the candidates are found (locked): a lease starts when it is taken
     if taken:  # an LLM labeler taking back its own lapsed leases
         session.execute(
             update(table).where(table.c.id == bindparam("lease_id"))
-            .values(token=bindparam("new_token"), state="active", expires_at=expires, created_at=now),
+            .values(token=bindparam("new_token"), state="active", expires_at=expires, created_at=created),
             [{"lease_id": taken[i], "new_token": tokens[i]} for i in taken],
         )
-    created = utcnow()  # once the candidates are found (locked): a lease starts when it is taken
     rows = [{"project_id": project_id, "item_id": i, "voter_id": voter_id, "token": tokens[i], "state": "active",
              "is_human": human, "is_gold": gold, "created_at": created, "expires_at": expires}
             for i in ids if i not in taken]
@@ -218,13 +218,12 @@ def _insert_each(session: Session, rows: list[dict[str, Any]]) -> dict[int, int]
     return out
 
 
-def finish(session: Session, *, lease_id: int | None = None, lease_ids: Sequence[int] = ()) -> None:
-    """Mark leases done (their votes are recorded): ``lease_id``, or many at once."""
-    ids = [*lease_ids, *([] if lease_id is None else [lease_id])]
-    if not ids:
+def finish(session: Session, *, lease_ids: Sequence[int]) -> None:
+    """Mark leases done (their votes are recorded)."""
+    if not lease_ids:
         return
-    session.execute(_FINISH, {"ids": ids})
-    for i in ids if session.identity_map else ():  # a Lease the caller holds says so too
+    session.execute(_FINISH, {"ids": list(lease_ids)})
+    for i in lease_ids if session.identity_map else ():  # a Lease the caller holds says so too
         held = session.identity_map.get(identity_key(Lease, i))
         if held is not None:
             set_committed_value(held, "state", "done")

@@ -12,10 +12,9 @@ from sqlmodel import Session, select
 
 from llmlabel.api.deps import CallerDep
 from llmlabel.api.schemas import TaskOut, VoteIn, VoteOut
-from llmlabel.errors import ConflictError, InputError, NotFoundError
-from llmlabel.store import leases
-from llmlabel.store.tables import IdempotencyRecord, Lease, utcnow
-from llmlabel.tasks import Task, next_task, submit
+from llmlabel.errors import ConflictError, InputError
+from llmlabel.store.tables import IdempotencyRecord, utcnow
+from llmlabel.tasks import Task, next_task, release, submit
 
 router = APIRouter(prefix="/api/v1/projects/{name}/tasks", tags=["tasks"])
 ANNOTATOR = ("annotator",)
@@ -103,13 +102,7 @@ async def release_task(name: str, lease_token: str, caller: CallerDep) -> Respon
 
     def work(session: Session) -> None:
         access = caller.access(session, name=name, roles=ANNOTATOR)
-        voter = access.voter()
-        lease = session.exec(select(Lease).where(Lease.token == lease_token)).first()
-        if lease is None or lease.voter_id != voter.id or lease.project_id != access.project.id:
-            raise NotFoundError("no such task for you: the lease token is unknown or belongs to someone else")
-        if lease.state != "active":
-            raise ConflictError(f"this task is already {lease.state}")
-        leases.release(session, lease_ids=[lease.id])  # type: ignore[list-item]
+        release(session, project=access.project, voter=access.voter(), lease_token=lease_token)
 
     caller.run(work)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
