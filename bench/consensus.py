@@ -2,6 +2,7 @@
 
     /tmp/benchvenv/bin/python bench/consensus.py            # crowd-kit columns filled
     PYTHONPATH=src python bench/consensus.py                # crowd-kit columns say so
+    /tmp/benchvenv/bin/python bench/consensus.py adult rte  # only these sets
 
 For every categorical set under shared/datasets/crowd (emotion_numeric is numeric, skipped):
 (a) accuracy with all votes, unsupervised and with half the gold used for fitting (scored on
@@ -192,7 +193,11 @@ def run(name: str) -> dict[str, object]:
 
 
 def main() -> None:
-    names = sorted(p.name for p in DATA.iterdir() if p.is_dir() and p.name != "emotion_numeric")
+    known = sorted(p.name for p in DATA.iterdir() if p.is_dir() and p.name != "emotion_numeric")
+    names = sys.argv[1:] or known
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        sys.exit(f"unknown set(s): {', '.join(unknown)}; known: {', '.join(known)}")
     rows = [run(n) for n in names]
     na = "crowd-kit not installed"
     print("### (a) accuracy with all votes\n")

@@ -140,4 +140,29 @@ def test_prefix_counts_match_cast_votes():
     np.testing.assert_allclose(probs, again)
     whole = n == 6  # a prefix holding every vote is the all-vote posterior
     assert whole.any()
-    np.testing.assert_allclose(probs[whole], model.predict_proba(sim.votes)[items][whole], atol=1e-9)
+    np.testing.assert_allclose(
+        probs[whole], model.predict_proba(sim.votes)[items][whole], atol=1e-9
+    )
+
+
+def test_every_calibrator_is_one_registry_entry_with_one_signature():
+    from llmlabel.consensus.calibration import CALIBRATORS
+
+    probs, truth, n_votes = counted(3000, a=0.3, b=0.5, seed=7)
+    for name, make in CALIBRATORS.items():
+        cal = make().fit(probs, truth, n_votes)
+        assert cal.name == name
+        out = cal.transform(probs, n_votes)
+        np.testing.assert_allclose(out.sum(1), 1.0)
+        if not cal.needs_votes:  # the others ignore the counts
+            np.testing.assert_allclose(cal.transform(probs), out)
+
+
+def test_vote_temperature_with_one_count_is_temperature():
+    # log T = a + b·log n with n constant is one temperature: both fits must agree.
+    probs, truth = sampled(5000, sharpness=2.5, seed=2)
+    same = np.full(5000, 4)
+    one = TemperatureScaling().fit(probs, truth)
+    by_count = VoteCountTemperature().fit(probs, truth, same)
+    assert abs(np.exp(by_count.a_ + by_count.b_ * np.log(4)) - one.temperature_) < 0.01
+    np.testing.assert_allclose(by_count.transform(probs, same), one.transform(probs), atol=2e-3)

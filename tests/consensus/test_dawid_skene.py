@@ -143,13 +143,19 @@ def test_errors():
         DawidSkene().fit(toy(), weights=np.array([1.0, 0.0, 1.0]))
 
 
-def test_vote_index_transpose_built_once_matches_incidence():
+def test_vote_index_steps_match_direct_sums():
     from llmlabel.consensus.em import VoteIndex
 
     rng = np.random.default_rng(0)
     item, voter, label = rng.integers(0, 50, 400), rng.integers(0, 7, 400), rng.integers(0, 3, 400)
-    index = VoteIndex.build(voter, label, item, 50, 3)
-    assert index.incidence_t is not None
-    log_pi = np.log(rng.dirichlet(np.ones(3), size=(3, 7)).transpose(0, 2, 1))
-    lazy = VoteIndex(index.pair_voter, index.pair_label, index.incidence, None, None)
-    np.testing.assert_allclose(index.evidence(log_pi), lazy.evidence(log_pi))
+    scale = np.array([1.0, 0.5, 1.0, 0.25, 1.0, 1.0, 0.8])
+    weight = rng.random(50)
+    index = VoteIndex.build(voter, label, item, 50, 3, item_weight=weight, scale=scale[voter])
+    log_pi = np.log(rng.dirichlet(np.ones(3), size=(3, 7)).transpose(0, 2, 1))  # [true, said, v]
+    direct = np.zeros((50, 3))
+    np.add.at(direct, item, scale[voter][:, None] * log_pi[:, label, voter].T)
+    np.testing.assert_allclose(index.evidence(log_pi), direct)
+    truth = rng.dirichlet(np.ones(3), size=50)
+    counts = np.zeros((3, 3, 7))
+    np.add.at(counts, (slice(None), label, voter), (weight[item][:, None] * truth[item]).T)
+    np.testing.assert_allclose(index.counts(truth, 7), counts)

@@ -66,7 +66,9 @@ def test_policy_replay_passes_vote_counts_to_a_vote_temperature():
     assert aware.method == "vote-temperature" and aware.needs_votes
     items = np.arange(800, 2500)
     policy = Policy(target=0.9, min_human_votes=1, max_votes=100)
-    r = simulate_policy(model, votes, kinds, base.truth, policy, items=items, calibrate=aware.transform)
+    r = simulate_policy(
+        model, votes, kinds, base.truth, policy, items=items, calibrate=aware.transform
+    )
     all_votes = (model.posteriors_[items].argmax(1) == base.truth[items]).mean()
     assert r.accuracy > all_votes - 0.03
     assert r.mean_votes < r.mean_votes_available

@@ -19,10 +19,10 @@ from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
-from scipy.optimize import isotonic_regression, minimize, minimize_scalar
+from scipy.optimize import isotonic_regression, minimize
 
 from .dawid_skene import DawidSkene
-from .em import softmax_rows
+from .em import softmax_and_lse, softmax_rows
 from .errors import ConsensusInputError
 from .votes import BoolArray, FloatArray, Gold, IntArray, VoterKinds, Votes
 
@@ -102,58 +102,100 @@ def stratified_ece(
     return total / max(truth.shape[0], 1)
 
 
+def _check_votes(probs: FloatArray, n_votes: IntArray | None, name: str) -> IntArray:
+    if n_votes is None:
+        raise ConsensusInputError(
+            f"this calibration ({name}) depends on each item's number of votes: pass n_votes"
+        )
+    counts = np.asarray(n_votes, dtype=np.int64).reshape(-1)
+    if counts.shape[0] != probs.shape[0]:
+        raise ConsensusInputError(
+            f"n_votes has {counts.shape[0]} entries, posteriors have {probs.shape[0]} rows"
+        )
+    return counts
+
+
 class Calibrator(Protocol):
+    """A post-hoc repair of posteriors. ``n_votes`` (cast votes behind each row) is read by
+    calibrators with ``needs_votes`` and ignored by the others."""
+
     name: str
+    needs_votes: bool
 
-    def fit(self, probs: FloatArray, truth: IntArray) -> Calibrator: ...
+    def fit(
+        self, probs: FloatArray, truth: IntArray, n_votes: IntArray | None = None
+    ) -> Calibrator: ...
 
-    def transform(self, probs: FloatArray) -> FloatArray: ...
+    def transform(self, probs: FloatArray, n_votes: IntArray | None = None) -> FloatArray: ...
 
 
 class Identity:
     name = "none"
+    needs_votes = False
 
-    def fit(self, probs: FloatArray, truth: IntArray) -> Identity:
+    def fit(self, probs: FloatArray, truth: IntArray, n_votes: IntArray | None = None) -> Identity:
         return self
 
-    def transform(self, probs: FloatArray) -> FloatArray:
+    def transform(self, probs: FloatArray, n_votes: IntArray | None = None) -> FloatArray:
         return probs
 
 
 class TemperatureScaling:
-    """softmax(log p / T) with T fitted by held-out negative log-likelihood."""
+    """softmax(log p / T) with log T fitted by held-out negative log-likelihood.
+
+    log T is linear in per-row features (``_features``): here a constant, one temperature for
+    every row; ``VoteCountTemperature`` adds the log of the row's vote count.
+    """
 
     name = "temperature"
+    needs_votes = False
+    bounds: tuple[tuple[float, float], ...] = ((float(np.log(0.05)), float(np.log(50.0))),)
 
     def __init__(self) -> None:
-        self.temperature_ = 1.0
+        self.coef_: FloatArray = np.zeros(len(self.bounds))
 
-    def fit(self, probs: FloatArray, truth: IntArray) -> TemperatureScaling:
+    def _features(self, probs: FloatArray, n_votes: IntArray | None) -> FloatArray:
+        return np.ones((probs.shape[0], 1))
+
+    @property
+    def temperature_(self) -> float:
+        """The one temperature (for this class, where T does not vary by row)."""
+        return float(np.exp(self.coef_[0]))
+
+    def fit(
+        self, probs: FloatArray, truth: IntArray, n_votes: IntArray | None = None
+    ) -> TemperatureScaling:
         logp = np.log(np.clip(probs, _TINY, 1.0))
+        x = self._features(probs, n_votes)
         rows = np.arange(truth.shape[0])
 
-        def nll(log_t: float) -> float:
-            p = softmax_rows(logp / np.exp(log_t))
-            return float(-np.log(np.clip(p[rows, truth], _EPS, 1.0)).mean())
+        def nll(coef: FloatArray) -> float:
+            z = logp / np.exp(x @ coef)[:, None]
+            _, lse = softmax_and_lse(z)
+            return float((lse - z[rows, truth]).mean())
 
-        res = minimize_scalar(nll, bounds=(np.log(0.05), np.log(50.0)), method="bounded")
-        self.temperature_ = float(np.exp(res.x))
+        res = minimize(nll, np.zeros(x.shape[1]), method="L-BFGS-B", bounds=self.bounds)
+        self.coef_ = np.asarray(res.x, dtype=np.float64)
         return self
 
-    def transform(self, probs: FloatArray) -> FloatArray:
-        return softmax_rows(np.log(np.clip(probs, _TINY, 1.0)) / self.temperature_)
+    def transform(self, probs: FloatArray, n_votes: IntArray | None = None) -> FloatArray:
+        t = np.exp(self._features(probs, n_votes) @ self.coef_)
+        return softmax_rows(np.log(np.clip(probs, _TINY, 1.0)) / t[:, None])
 
 
 class IsotonicCalibration:
     """Monotone map of top-label confidence; the other classes share the rest pro rata."""
 
     name = "isotonic"
+    needs_votes = False
 
     def __init__(self) -> None:
         self.x_: FloatArray = np.array([0.0, 1.0])
         self.y_: FloatArray = np.array([0.0, 1.0])
 
-    def fit(self, probs: FloatArray, truth: IntArray) -> IsotonicCalibration:
+    def fit(
+        self, probs: FloatArray, truth: IntArray, n_votes: IntArray | None = None
+    ) -> IsotonicCalibration:
         conf = probs.max(axis=1)
         correct = (probs.argmax(axis=1) == truth).astype(np.float64)
         order = np.argsort(conf, kind="stable")
@@ -166,7 +208,7 @@ class IsotonicCalibration:
         self.y_ = np.clip(y, 1.0 / k, 1.0 - 1e-6)
         return self
 
-    def transform(self, probs: FloatArray) -> FloatArray:
+    def transform(self, probs: FloatArray, n_votes: IntArray | None = None) -> FloatArray:
         top = probs.argmax(axis=1)
         rows = np.arange(probs.shape[0])
         conf = probs[rows, top]
@@ -186,7 +228,7 @@ class IsotonicCalibration:
         return result
 
 
-class VoteCountTemperature:
+class VoteCountTemperature(TemperatureScaling):
     """softmax(log p / T(n)) with T(n) = exp(a + b·log n), n the item's number of votes.
 
     Dawid–Skene adds one log-likelihood ratio per vote as if votes were independent, so its
@@ -198,40 +240,27 @@ class VoteCountTemperature:
     """
 
     name = "vote-temperature"
+    needs_votes = True
+    bounds = ((-3.0, 4.0), (-1.0, 2.0))
 
-    def __init__(self) -> None:
-        self.a_ = 0.0
-        self.b_ = 0.0
+    def _features(self, probs: FloatArray, n_votes: IntArray | None) -> FloatArray:
+        counts = _check_votes(probs, n_votes, self.name)
+        return np.column_stack([np.ones(counts.shape[0]), np.log(np.maximum(counts, 1))])
 
-    def temperature(self, n_votes: IntArray) -> FloatArray:
-        out: FloatArray = np.exp(self.a_ + self.b_ * np.log(np.maximum(n_votes, 1)))
-        return out
+    @property
+    def a_(self) -> float:
+        return float(self.coef_[0])
 
-    def fit(self, probs: FloatArray, truth: IntArray, n_votes: IntArray) -> VoteCountTemperature:
-        logp = np.log(np.clip(probs, _TINY, 1.0))
-        logp -= logp.max(axis=1, keepdims=True)
-        ln = np.log(np.maximum(n_votes, 1)).astype(np.float64)
-        rows = np.arange(truth.shape[0])
-
-        def nll(ab: FloatArray) -> float:
-            z = logp / np.exp(ab[0] + ab[1] * ln)[:, None]
-            z -= z.max(axis=1, keepdims=True)
-            lse = np.log(np.exp(z).sum(axis=1))
-            return float((lse - z[rows, truth]).mean())
-
-        res = minimize(nll, np.zeros(2), method="L-BFGS-B", bounds=[(-3.0, 4.0), (-1.0, 2.0)])
-        self.a_, self.b_ = float(res.x[0]), float(res.x[1])
-        return self
-
-    def transform(self, probs: FloatArray, n_votes: IntArray) -> FloatArray:
-        logp = np.log(np.clip(probs, _TINY, 1.0))
-        return softmax_rows(logp / self.temperature(n_votes)[:, None])
+    @property
+    def b_(self) -> float:
+        return float(self.coef_[1])
 
 
 CALIBRATORS: dict[str, Callable[[], Calibrator]] = {
     "none": Identity,
     "temperature": TemperatureScaling,
     "isotonic": IsotonicCalibration,
+    "vote-temperature": VoteCountTemperature,
 }
 
 
@@ -240,7 +269,7 @@ class CalibrationReport:
     """Held-out calibration before and after the chosen repair, and the repair itself."""
 
     method: str
-    calibrator: Calibrator | VoteCountTemperature
+    calibrator: Calibrator
     ece_before: float
     ece_after: float
     table_before: ReliabilityTable
@@ -251,24 +280,12 @@ class CalibrationReport:
     @property
     def needs_votes(self) -> bool:
         """Whether ``transform`` needs each item's number of votes (``vote-temperature``)."""
-        return isinstance(self.calibrator, VoteCountTemperature)
+        return self.calibrator.needs_votes
 
     def transform(self, probs: FloatArray, n_votes: IntArray | None = None) -> FloatArray:
         """Calibrated posteriors; ``n_votes`` (cast votes per row) is needed when
         ``needs_votes`` and ignored otherwise."""
-        if isinstance(self.calibrator, VoteCountTemperature):
-            if n_votes is None:
-                raise ConsensusInputError(
-                    "this calibration (vote-temperature) depends on each item's number of "
-                    "votes: pass n_votes to transform()"
-                )
-            counts = np.asarray(n_votes, dtype=np.int64).reshape(-1)
-            if counts.shape[0] != probs.shape[0]:
-                raise ConsensusInputError(
-                    f"n_votes has {counts.shape[0]} entries, posteriors have {probs.shape[0]} rows"
-                )
-            return self.calibrator.transform(probs, counts)
-        return self.calibrator.transform(probs)
+        return self.calibrator.transform(probs, n_votes)
 
 
 def _folds(n: int, n_folds: int, seed: int) -> list[IntArray]:
@@ -345,20 +362,8 @@ def out_of_fold_posteriors(
     return np.concatenate(blocks), np.tile(gold.label, prefixes + 1), np.concatenate(counts)
 
 
-def _fit_transform(
-    name: str,
-    train: FloatArray,
-    truth: IntArray,
-    test: FloatArray,
-    n_votes: IntArray | None,
-    fold: IntArray | slice,
-    rest: BoolArray | slice,
-) -> FloatArray:
-    if name == VoteCountTemperature.name:
-        assert n_votes is not None
-        vt = VoteCountTemperature().fit(train, truth, n_votes[rest])
-        return vt.transform(test, n_votes[fold])
-    return CALIBRATORS[name]().fit(train, truth).transform(test)
+def _rows(n_votes: IntArray | None, rows: BoolArray | IntArray) -> IntArray | None:
+    return None if n_votes is None else n_votes[rows]
 
 
 def choose_calibration(
@@ -382,8 +387,13 @@ def choose_calibration(
     """
     if n_votes is not None and VoteCountTemperature.name not in methods:
         methods = (*methods, VoteCountTemperature.name)
-    if VoteCountTemperature.name in methods and n_votes is None:
-        raise ConsensusInputError("the vote-temperature calibration needs n_votes")
+    for name in methods:
+        if name not in CALIBRATORS:
+            raise ConsensusInputError(
+                f"calibration '{name}' is not one of: {', '.join(CALIBRATORS)}"
+            )
+        if CALIBRATORS[name]().needs_votes and n_votes is None:
+            raise ConsensusInputError(f"the {name} calibration needs n_votes")
     folds = _folds(truth.shape[0], n_folds, seed + 1)
     ece_by: dict[str, float] = {}
     held_out: dict[str, FloatArray] = {}
@@ -392,7 +402,8 @@ def choose_calibration(
         for f in folds:
             train = np.ones(truth.shape[0], dtype=bool)
             train[f] = False
-            cal[f] = _fit_transform(name, probs[train], truth[train], probs[f], n_votes, f, train)
+            fitted = CALIBRATORS[name]().fit(probs[train], truth[train], _rows(n_votes, train))
+            cal[f] = fitted.transform(probs[f], _rows(n_votes, f))
         held_out[name] = cal
         ece_by[name] = (
             expected_calibration_error(cal, truth, n_bins)
@@ -401,12 +412,7 @@ def choose_calibration(
         )
     # Prefer the simpler repair unless the flexible one is clearly better on held-out gold.
     best = min(methods, key=lambda m: (round(ece_by[m], 3), methods.index(m)))
-    calibrator: Calibrator | VoteCountTemperature
-    if best == VoteCountTemperature.name:
-        assert n_votes is not None
-        calibrator = VoteCountTemperature().fit(probs, truth, n_votes)
-    else:
-        calibrator = CALIBRATORS[best]().fit(probs, truth)
+    calibrator = CALIBRATORS[best]().fit(probs, truth, n_votes)
     return CalibrationReport(
         method=best,
         calibrator=calibrator,
@@ -447,7 +453,14 @@ def calibrate(
     the 0.963 that all votes reach).
     """
     probs, truth, counts = out_of_fold_posteriors(
-        model, votes, gold, kinds=kinds, weights=weights, n_folds=n_folds, prefixes=prefixes, seed=seed
+        model,
+        votes,
+        gold,
+        kinds=kinds,
+        weights=weights,
+        n_folds=n_folds,
+        prefixes=prefixes,
+        seed=seed,
     )
     return choose_calibration(
         probs, truth, n_folds=n_folds, seed=seed, n_votes=counts if by_votes else None

@@ -64,12 +64,12 @@ class VoteIndex:
 
     pair_voter: IntArray
     pair_label: IntArray
-    incidence: sparse.csr_matrix
-    item_weight: FloatArray | None
-    pair_scale: FloatArray | None
+    incidence: sparse.csr_matrix  # pairs × items
     # items × pairs, built once: EM reads it every iteration, and ``incidence.T`` would be a
     # CSC view rebuilt on each call.
-    incidence_t: sparse.csr_matrix | None = None
+    incidence_t: sparse.csr_matrix
+    item_weight: FloatArray | None
+    pair_scale: FloatArray | None
 
     @classmethod
     def build(
@@ -95,9 +95,9 @@ class VoteIndex:
             pairs // n_classes,
             pairs % n_classes,
             incidence,
+            incidence.T.tocsr(),
             item_weight,
             pair_scale,
-            incidence.T.tocsr(),
         )
 
     def counts(self, truth: FloatArray, n_vv: int) -> FloatArray:
@@ -113,8 +113,7 @@ class VoteIndex:
         per_pair = np.ascontiguousarray(log_pi[:, self.pair_label, self.pair_voter].T)
         if self.pair_scale is not None:
             per_pair *= self.pair_scale[:, None]
-        inc_t = self.incidence_t if self.incidence_t is not None else self.incidence.T
-        out: FloatArray = inc_t @ per_pair
+        out: FloatArray = self.incidence_t @ per_pair
         return out
 
 
