@@ -214,16 +214,21 @@ def _fit_project(session: Session, project: Project, config: ProjectConfig, ever
     return _Fitted(fit, item_ids, table, {int(item_ids[r]): lab for r, lab in gold.items()}, len(rows), len(gold))
 
 
-def refit(session: Session, *, project: Project, config: ProjectConfig, final_round: bool = False) -> RefitReport:
+def refit(
+    session: Session, *, project: Project, config: ProjectConfig, final_round: bool = False, keep_final: bool = False,
+) -> RefitReport:
     """Fit reliability on everything known and re-decide every item of the project.
 
     ``final_round``: no more human votes are coming (a batch closes, a crowd is done), so an
     item that is not settled now is escalated to review instead of waiting for one.
+    ``keep_final``: final items stay final while consensus still picks their label (the
+    refits nobody asked for: periodic, after a resolution); an explicit refit, say after a
+    new target, re-decides every item from scratch.
     """
     started = time.perf_counter()
     f = _fit_project(session, project, config, every_item=True)
     by_status = _decide_and_store(session, project, config, f.fit, f.item_ids, f.table, f.gold_by_item,
-                                  humans_available=not final_round) if len(f.item_ids) else {}
+                                  humans_available=not final_round, keep_final=keep_final) if len(f.item_ids) else {}
     cal = f.fit.calibration
     return RefitReport(
         items=len(f.item_ids), votes=f.n_votes, gold=f.n_gold, by_status=by_status,
@@ -255,11 +260,19 @@ def _machine_left(config: ProjectConfig, t: VoteTable, n: int) -> np.ndarray:
 def _decide_and_store(
     session: Session, project: Project, config: ProjectConfig, fit: Fit, item_ids: np.ndarray, t: VoteTable,
     gold: dict[int, Any],
+    *,
+    keep_final: bool,
     humans_available: bool = True,
     current: dict[int, tuple[Any, ...]] | None = None,
 ) -> dict[str, int]:
     """Decide the items and store the decisions; ``current`` holds the items' (id, status,
-    decided_by, decided_at, conflict_kind) when the caller has just read them."""
+    decided_by, decided_at, conflict_kind, final_label) when the caller has just read them.
+
+    ``keep_final``: a final item stays final while consensus still picks its label, its
+    posterior updated; it reopens only if the label would change. Without it, a refit after
+    every resolution would send settled items back for votes whenever a reliability moved a
+    little, and exported labels would churn. Gating removes evidence, and an explicit refit
+    may follow a new policy, so those re-decide from scratch."""
     n = len(item_ids)
     names = DEFAULT_KINDS
     cast = np.array([lab is not None for lab in t.labels], dtype=bool)
@@ -291,18 +304,23 @@ def _decide_and_store(
         locked = set(item_ids.tolist())
     if current is None:
         current = {r[0]: tuple(r) for r in session.exec(
-            select(Item.id, Item.status, Item.decided_by, Item.decided_at, Item.conflict_kind).where(scope)  # type: ignore[arg-type]
+            select(Item.id, Item.status, Item.decided_by, Item.decided_at, Item.conflict_kind, Item.final_label)  # type: ignore[arg-type]
+            .where(scope)
         ).all()}
     now = utcnow()
     out, by_status = [], defaultdict(int)
     for r, item_id in enumerate(item_ids.tolist()):
-        _, status, decided_by, decided_at, conflict = current[item_id]
+        _, status, decided_by, decided_at, conflict, final_label = current[item_id]
         if decided_by == "adjudication" or (status == "escalated" and conflict == "audit"):
             by_status[status] += 1  # settled by a reviewer, or waiting for one to audit it
             continue
         if item_id not in locked:
             continue
         v = values[r]
+        same_label = status == "final" and canonical_json(v.pop("best")) == canonical_json(final_label)
+        if keep_final and same_label and v["status"] != "final":
+            v.update(status="final", final_label=final_label, decided_by=decided_by, next_kind=None, votes_needed=0,
+                     priority=0.0, conflict_kind=None)
         if status == "escalated" and v["status"] == "open":
             # once escalated, an item waits for its reviewer; new evidence may settle it, but a
             # refit does not send it back to collect votes
@@ -310,7 +328,8 @@ def _decide_and_store(
         if item_id in gold:
             v.update(status="final", final_label=gold[item_id], confidence=1.0, decided_by="gold", decided_level=None,
                      next_kind=None, votes_needed=0, priority=0.0, conflict_kind=None)
-        final_before = status == "final" and decided_at is not None
+            same_label = status == "final" and canonical_json(gold[item_id]) == canonical_json(final_label)
+        final_before = same_label and decided_at is not None
         v.update(_id=item_id, updated_at=now,
                  decided_at=(decided_at if final_before else now) if v["status"] == "final" else None)
         by_status[v["status"]] += 1
@@ -343,7 +362,8 @@ def _single_choice(config: ProjectConfig, fit: Fit, t: VoteTable, counts: np.nda
     for r in range(post.shape[0]):
         c, label = int(dec.code[r]), fit.classes[int(dec.label[r])]
         v: dict[str, Any] = {"posterior": dict(zip(fit.classes, np.round(post[r], 6).tolist(), strict=True)),
-                             "confidence": float(dec.confidence[r]), "decided_level": None, "conflict_kind": None}
+                             "confidence": float(dec.confidence[r]), "decided_level": None, "conflict_kind": None,
+                             "best": label}
         if c == Decision.FINAL:
             v.update(status="final", final_label=label, decided_by=str(dec.decided_by[r]), next_kind=None,
                      votes_needed=0, priority=0.0)
@@ -368,7 +388,8 @@ def _structured(config: ProjectConfig, scored: list[Scored], counts: np.ndarray,
     for r, s in enumerate(scored):
         reached = s.confidence >= p.target_confidence and (not taxonomy or s.level is not None)
         leaf_reached = reached and (not taxonomy or s.level == config.labels.depth or s.label in leaves)  # type: ignore[union-attr]
-        v: dict[str, Any] = {"posterior": s.posterior, "confidence": s.confidence, "decided_level": s.level, "conflict_kind": None}
+        v: dict[str, Any] = {"posterior": s.posterior, "confidence": s.confidence, "decided_level": s.level,
+                             "conflict_kind": None, "best": s.label}
         humans_ok = human[r] >= p.min_human_votes
         spent = total[r] >= p.max_votes
         if (leaf_reached and humans_ok) or (spent and reached and humans_ok):
@@ -430,13 +451,13 @@ def _refit_in_background(
 
 
 # after_vote's statements, built once: it runs on every vote, and building costs more than running
-_ITEM_STATE = (  # (id, status, decided_by, decided_at, conflict_kind, gold id, id)
-    select(Item.id, Item.status, Item.decided_by, Item.decided_at, Item.conflict_kind, Gold.id, Item.id)
+_ITEM_STATE = (  # (id, status, decided_by, decided_at, conflict_kind, final_label, gold id, id)
+    select(Item.id, Item.status, Item.decided_by, Item.decided_at, Item.conflict_kind, Item.final_label, Gold.id, Item.id)
     .outerjoin(Gold, Gold.item_id == Item.id)  # type: ignore[arg-type]
     .where(Item.id == bindparam("item_id"))
 )
 _ITEM_STATE_FIELDS = _ITEM_STATE.with_only_columns(
-    Item.id, Item.status, Item.decided_by, Item.decided_at, Item.conflict_kind, Gold.id, Item.fields,  # type: ignore[arg-type]
+    Item.id, Item.status, Item.decided_by, Item.decided_at, Item.conflict_kind, Item.final_label, Gold.id, Item.fields,  # type: ignore[arg-type]
 )
 _VOTED_ITEMS = select(Vote.item_id).where(Vote.voter_id == bindparam("voter_id"))
 _ITEM_VOTES = (
@@ -450,7 +471,7 @@ def after_vote(session: Session, *, project: Project, config: ProjectConfig, ite
     """Re-decide one item after a vote, with the current fit (a periodic refit keeps it fresh)."""
     fit = _fit_for(session, project, config)
     fit.new_votes += 1
-    _redecide(session, project, config, fit, item_id)
+    _redecide(session, project, config, fit, item_id, keep_final=True)
 
 
 def after_gating(session: Session, *, project: Project, config: ProjectConfig, voter_id: int) -> None:
@@ -460,19 +481,21 @@ def after_gating(session: Session, *, project: Project, config: ProjectConfig, v
     would hold up every request behind it."""
     fit = _fit_project(session, project, config).fit
     for item_id in session.execute(_VOTED_ITEMS, {"voter_id": voter_id}).scalars().all():
-        _redecide(session, project, config, fit, item_id)
+        _redecide(session, project, config, fit, item_id, keep_final=False)
 
 
-def _redecide(session: Session, project: Project, config: ProjectConfig, fit: Fit, item_id: int) -> None:
+def _redecide(
+    session: Session, project: Project, config: ProjectConfig, fit: Fit, item_id: int, keep_final: bool,
+) -> None:
     need_fields = isinstance(config.labels, Options)
     state = session.execute(_ITEM_STATE_FIELDS if need_fields else _ITEM_STATE, {"item_id": item_id}).first()
-    if state is None or state[2] == "adjudication" or state[5] is not None:
+    if state is None or state[2] == "adjudication" or state[6] is not None:
         return  # settled by a reviewer, or gold: decided by its gold label, whatever the votes say
     rows = list(session.execute(_ITEM_VOTES, {"item_id": item_id}).all())
     table = _table(rows, np.array([item_id], dtype=np.int64), fit.voter_code, fit.kind_names,
-                   [state[6]] if need_fields else None)
+                   [state[7]] if need_fields else None)
     _decide_and_store(session, project, config, fit, np.array([item_id], dtype=np.int64), table, {},
-                      current={item_id: tuple(state[:5])})
+                      current={item_id: tuple(state[:6])}, keep_final=keep_final)
 
 
 def voter_reliabilities(session: Session, *, project: Project, config: ProjectConfig) -> dict[int, float]:
@@ -497,7 +520,7 @@ def refit_changed(engine: Any, last_vote: dict[int, int]) -> int:
             project = session.get(Project, project_id)
             if project is None:
                 continue
-            refit(session, project=project, config=project_config(session, project=project))
+            refit(session, project=project, config=project_config(session, project=project), keep_final=True)
         last_vote[project_id] = newest
         refitted += 1
     return refitted
