@@ -107,6 +107,35 @@ def test_one_coin_fallback_below_threshold():
     np.testing.assert_allclose(np.diag(m), m[0, 0])  # one accuracy for every class
 
 
+def one_vote_voters(
+    n_items: int, per_item: int, accuracy: float, seed: int
+) -> tuple[Votes, np.ndarray]:
+    """Every vote from a voter of its own (as on amazon_negative and sst2_crowd)."""
+    rng = np.random.default_rng(seed)
+    truth = rng.integers(0, 2, n_items)
+    item = np.repeat(np.arange(n_items), per_item)
+    right = rng.random(item.shape[0]) < accuracy
+    label = np.where(right, truth[item], 1 - truth[item])
+    n = item.shape[0]
+    return Votes(item, np.arange(n), label, n_items, n, 2), truth
+
+
+def test_one_vote_voters_get_their_kinds_accuracy_and_em_settles_fast():
+    votes, truth = one_vote_voters(800, 5, 0.8, seed=3)
+    model = DawidSkene(tol=1e-9).fit(votes)
+    # A single vote says nothing about its voter that is not circular: every such voter
+    # carries its kind's accuracy, whichever way it voted.
+    diag = model.confusion_[:, 0, [0, 1], [0, 1]]
+    np.testing.assert_allclose(diag, diag[0][None, :].repeat(len(diag), axis=0))
+    assert abs(diag[0, 0] - 0.8) < 0.03
+    # With nothing per voter left to feed back into itself, EM settles in a few steps, and
+    # the posterior is the majority vote's, by the count of agreeing votes.
+    assert model.n_iter_ <= 8
+    agree = np.bincount(votes.item, votes.label == 1, minlength=800)
+    assert ((model.posteriors_[:, 1] > 0.5) == (agree >= 3)).all()
+    assert (model.posteriors_.argmax(1) == truth).mean() > 0.9
+
+
 def test_confidence_bands_learn_calibration_from_gold():
     sim = simulate_votes(
         3000,

@@ -8,7 +8,9 @@ Why the pieces are there:
   starts at its population's reliability and moves to its own as its votes accrue.
 * **One-coin fallback.** Below ``one_coin_below`` votes even a pooled full matrix over-reads
   chance patterns, so such a voter gets one accuracy (Beta-pooled toward its kind's accuracy)
-  with the off-diagonal mass shaped like its kind's errors.
+  with the off-diagonal mass shaped like its kind's errors. A voter with a single vote keeps
+  its kind's accuracy (see ``em.Pooling``): that vote's agreement with a posterior it is part
+  of is no evidence about the voter.
 * **Confidence bands.** An LLM's stated confidence is not a probability until measured. Each
   (voter, band) pair is a voter of its own with its own matrix, pooled toward the (kind, band)
   average, so how much a "0.95" is worth is learned from gold instead of assumed.
@@ -29,11 +31,11 @@ from typing import Any
 import numpy as np
 
 from .em import (
+    MIN_OWN_VOTES,
+    Pooling,
     VoteIndex,
     dense_codes,
-    group_matrix,
     normalize_last,
-    pooled_confusion,
     softmax_and_lse,
     softmax_rows,
 )
@@ -136,12 +138,20 @@ class DawidSkene:
         )
         n_groups = len(kinds.names) * nb
         self.vote_counts_ = np.bincount(vv_all, minlength=n_vv).reshape(votes.n_voters, nb)
-        one_coin_all = (self.vote_counts_ < self.one_coin_below).ravel()
+        counts_all = self.vote_counts_.ravel()
+        one_coin_all = counts_all < max(self.one_coin_below, MIN_OWN_VOTES)
         # Only (voter, band) pairs that voted carry parameters during EM; the rest sit at
         # their group's mean, which is also where a voter unseen at fit time starts.
         active, vv = dense_codes(vv_all)
-        group, one_coin = group_all[active], one_coin_all[active]
-        member = group_matrix(group, n_groups)
+        pooling = Pooling.build(
+            group_all[active],
+            n_groups,
+            counts_all[active],
+            k,
+            strength=self.prior_strength,
+            base_accuracy=self.base_accuracy,
+            one_coin_below=self.one_coin_below,
+        )
 
         w_item = np.ones(votes.n_items)
         clamp = None
@@ -168,14 +178,7 @@ class DawidSkene:
         for n_iter in range(1, self.max_iter + 1):
             self.n_iter_ = n_iter
             counts = index.counts(truth, active.shape[0])
-            pi, gmean = pooled_confusion(
-                counts,
-                group,
-                member,
-                one_coin,
-                strength=self.prior_strength,
-                base_accuracy=self.base_accuracy,
-            )
+            pi, gmean = pooling.confusion(counts)
             prior = np.einsum("n,nk->k", w_item, truth) + self.class_prior_strength
             prior = prior / prior.sum()
             logp = np.log(prior) + index.evidence(np.log(pi))

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import sparse
 
-from .votes import FloatArray, IntArray
+from .votes import BoolArray, FloatArray, IntArray
 
 
 def softmax_rows(logp: FloatArray) -> FloatArray:
@@ -117,59 +117,93 @@ class VoteIndex:
         return out
 
 
-def group_matrix(group: IntArray, n_groups: int) -> sparse.csr_matrix:
-    """Sparse (groups × voters) membership, for summing counts by group.
-
-    A sparse sum rather than a dense product: BLAS threads stall on a busy machine.
-    """
-    n = group.shape[0]
-    return sparse.csr_matrix((np.ones(n), (group, np.arange(n))), shape=(n_groups, n))
+MIN_OWN_VOTES = 2
 
 
-def pooled_confusion(
-    counts: FloatArray,
-    group: IntArray,
-    member: sparse.csr_matrix,
-    one_coin: np.ndarray,
-    *,
-    strength: float,
-    base_accuracy: float,
-) -> tuple[FloatArray, FloatArray]:
-    """MAP confusion matrices under group-pooled Dirichlet priors: (per voter, per group).
+@dataclass(frozen=True)
+class Pooling:
+    """Who is pooled with whom, fixed for one fit: MAP confusion matrices under group-pooled
+    Dirichlet priors are ``confusion(counts)``, called once per EM step.
+
+    Three regimes per (voter, band), by its number of votes ``n``:
+
+    * ``n >= one_coin_below``: its own full matrix, Dirichlet-pooled toward its group's.
+    * fewer: one accuracy, Beta-pooled toward its group's, errors shaped like the group's.
+    * ``n < MIN_OWN_VOTES`` (one vote): its group's accuracy, not its own. A single vote's
+      "accuracy" is its agreement with a posterior that includes that very vote; estimating
+      it feeds each item's posterior back into itself, which on sets of one-vote voters
+      (amazon_negative, sst2_crowd) left EM creeping for 15–30 steps while moving nothing
+      but that loop.
 
     Arrays are laid out [true, said, voter]: with voters last every operation runs over long
     contiguous rows, which is several times faster than [voter, true, said] for small K.
     """
-    k, _, n_vv = counts.shape
-    n_groups = member.shape[0]
-    if k == 1:  # a level with one node (a taxonomy's root): votes there carry no information
-        return np.ones((1, 1, n_vv)), np.ones((1, 1, n_groups))
-    base = np.full((k, k), (1.0 - base_accuracy) / (k - 1))
-    np.fill_diagonal(base, base_accuracy)
-    summed = member @ np.ascontiguousarray(counts.reshape(k * k, n_vv).T)
-    gcounts = summed.T.reshape(k, k, n_groups) + strength * base[:, :, None]
-    gmean = gcounts / gcounts.sum(axis=1, keepdims=True)
-    # One group (the common case) broadcasts instead of gathering a (K, K, voters) copy.
-    single = n_vv > 0 and bool((group == group[0]).all())
 
-    def per_voter(x: FloatArray) -> FloatArray:
-        return x[:, :, group[:1]] if single else x[:, :, group]
+    group: IntArray
+    member: sparse.csr_matrix  # groups × voters, for summing counts by group
+    one_coin: BoolArray
+    own: FloatArray  # 1.0 where a voter's own votes inform its accuracy, else 0.0
+    base: FloatArray  # (K, K) prior mean of a group's matrix before any counts
+    strength: float
+    single: bool  # one group: broadcast instead of gathering a (K, K, voters) copy
 
-    pi = counts
-    if n_vv == 0 or not one_coin.all():
-        pi = counts + strength * per_voter(gmean)
-        pi /= pi.sum(axis=1, keepdims=True)
-    if one_coin.any():
-        diag = np.arange(k)
-        g_acc = gcounts[diag, diag].sum(axis=0) / gcounts.sum(axis=(0, 1))
-        acc = (np.einsum("iin->n", counts) + strength * k * g_acc[group]) / (
-            counts.sum(axis=(0, 1)) + strength * k
+    @classmethod
+    def build(
+        cls,
+        group: IntArray,
+        n_groups: int,
+        n_votes: IntArray,
+        n_classes: int,
+        *,
+        strength: float,
+        base_accuracy: float,
+        one_coin_below: int,
+    ) -> Pooling:
+        k = n_classes
+        base = np.full((k, k), (1.0 - base_accuracy) / max(k - 1, 1))
+        np.fill_diagonal(base, base_accuracy)
+        n = group.shape[0]
+        # A sparse sum rather than a dense product: BLAS threads stall on a busy machine.
+        member = sparse.csr_matrix((np.ones(n), (group, np.arange(n))), shape=(n_groups, n))
+        return cls(
+            group=group,
+            member=member,
+            one_coin=n_votes < max(one_coin_below, MIN_OWN_VOTES),
+            own=(n_votes >= MIN_OWN_VOTES).astype(np.float64),
+            base=base,
+            strength=strength,
+            single=n > 0 and bool((group == group[0]).all()),
         )
-        off = gmean.copy()
-        off[diag, diag] = 0.0
-        off /= off.sum(axis=1, keepdims=True)
-        coin = per_voter(off) * (1.0 - acc)
-        for j in range(k):
-            coin[j, j] = acc
-        pi = coin if one_coin.all() else np.where(one_coin, coin, pi)
-    return pi, gmean
+
+    def _per_voter(self, x: FloatArray) -> FloatArray:
+        return x[:, :, self.group[:1]] if self.single else x[:, :, self.group]
+
+    def confusion(self, counts: FloatArray) -> tuple[FloatArray, FloatArray]:
+        """(per voter, per group) matrices from expected counts[true, said, voter]."""
+        k, _, n_vv = counts.shape
+        n_groups = self.member.shape[0]
+        if k == 1:  # a level with one node (a taxonomy's root): votes there carry no information
+            return np.ones((1, 1, n_vv)), np.ones((1, 1, n_groups))
+        strength, one_coin = self.strength, self.one_coin
+        summed = self.member @ np.ascontiguousarray(counts.reshape(k * k, n_vv).T)
+        gcounts = summed.T.reshape(k, k, n_groups) + strength * self.base[:, :, None]
+        gmean = gcounts / gcounts.sum(axis=1, keepdims=True)
+        pi = counts
+        if n_vv == 0 or not one_coin.all():
+            pi = counts + strength * self._per_voter(gmean)
+            pi /= pi.sum(axis=1, keepdims=True)
+        if one_coin.any():
+            diag = np.arange(k)
+            g_acc = gcounts[diag, diag].sum(axis=0) / gcounts.sum(axis=(0, 1))
+            prior = strength * k
+            own_right = np.einsum("iin->n", counts) * self.own
+            own_total = counts.sum(axis=(0, 1)) * self.own
+            acc = (own_right + prior * g_acc[self.group]) / (own_total + prior)
+            off = gmean.copy()
+            off[diag, diag] = 0.0
+            off /= off.sum(axis=1, keepdims=True)
+            coin = self._per_voter(off) * (1.0 - acc)
+            for j in range(k):
+                coin[j, j] = acc
+            pi = coin if one_coin.all() else np.where(one_coin, coin, pi)
+        return pi, gmean

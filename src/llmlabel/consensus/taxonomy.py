@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .em import VoteIndex, dense_codes, group_matrix, pooled_confusion, softmax_and_lse
+from .em import Pooling, VoteIndex, dense_codes, softmax_and_lse
 from .errors import ConsensusInputError
 from .votes import FloatArray, Gold, IntArray, VoterKinds
 
@@ -146,17 +146,24 @@ class TaxonomyConsensus:
             m = votes.level == lv
             k = len(tax.nodes[lv])
             active, vv = dense_codes(votes.voter[m])
-            group = kinds.kind[active]
-            one_coin = np.bincount(vv, minlength=active.shape[0]) < self.one_coin_below
+            pooling = Pooling.build(
+                kinds.kind[active],
+                n_groups,
+                np.bincount(vv, minlength=active.shape[0]),
+                k,
+                strength=self.prior_strength,
+                base_accuracy=self.base_accuracy,
+                one_coin_below=self.one_coin_below,
+            )
             index = VoteIndex.build(
                 vv, votes.node[m], votes.item[m], votes.n_items, k, item_weight=w_item
             )
-            levels.append((k, active, group, group_matrix(group, n_groups), one_coin, index))
+            levels.append((k, active, pooling, index))
 
         # Start from every voter at the base accuracy (a weighted majority vote over leaves):
         # a uniform start is a fixed point of EM with nothing to break the symmetry.
         logp = np.zeros((votes.n_items, tax.n_leaves))
-        for lv, (k, active, _, _, _, index) in enumerate(levels):
+        for lv, (k, active, _, index) in enumerate(levels):
             base = np.full((k, k), (1.0 - self.base_accuracy) / max(k - 1, 1))
             np.fill_diagonal(base, self.base_accuracy)
             tiled = np.repeat(np.log(base)[:, :, None], active.shape[0], axis=2)
@@ -169,18 +176,11 @@ class TaxonomyConsensus:
             self.n_iter_ = n_iter
             logp = np.zeros_like(truth)
             fitted = []
-            for lv, (_, active, group, member, one_coin, index) in enumerate(levels):
+            for lv, (_, active, pooling, index) in enumerate(levels):
                 counts = index.counts(
                     np.add.reduceat(truth, tax.starts[lv], axis=1), active.shape[0]
                 )
-                pi, gmean = pooled_confusion(
-                    counts,
-                    group,
-                    member,
-                    one_coin,
-                    strength=self.prior_strength,
-                    base_accuracy=self.base_accuracy,
-                )
+                pi, gmean = pooling.confusion(counts)
                 fitted.append((pi, gmean))
                 logp += index.evidence(np.log(pi))[:, tax.ancestor[lv]]
             prior = np.einsum("n,nk->k", w_item, truth) + 1.0
@@ -196,7 +196,7 @@ class TaxonomyConsensus:
             last = loglik
         self.confusion_: list[FloatArray] = []
         self.kind_confusion_: list[FloatArray] = []
-        for (_, active, _, _, _, _), (pi, gmean) in zip(levels, fitted, strict=True):
+        for (_, active, _, _), (pi, gmean) in zip(levels, fitted, strict=True):
             full = gmean[:, :, kinds.kind[: votes.n_voters]]
             full[:, :, active] = pi
             self.confusion_.append(full)
