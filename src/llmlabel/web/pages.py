@@ -1,7 +1,7 @@
 """The web pages: thin handlers over the same service functions as the API.
 
 Every page authenticates from the session cookie and checks role and membership exactly as
-the API does (``access.visible_project``, ``access.voter_for``): a project of another team is
+the API does (``api.deps.access_for``): a project of another team is
 404, a page the role may not use is 403. Forms post, then redirect (Post/Redirect/Get), and
 every form carries a CSRF token. Each handler runs in one transaction that is rolled back
 before an error becomes a page.
@@ -18,12 +18,11 @@ from fastapi import APIRouter, Form, Request, Response
 from sqlalchemy import func
 from sqlmodel import Session, select
 
-from llmlabel.access import authenticate, visible_project
+from llmlabel.access import authenticate
 from llmlabel.adjudication import CONFLICT_KINDS, answer_blind, next_case, queue_counts, resolve
-from llmlabel.api.deps import ApiSettings, EngineDep, ProjectAccess, SettingsDep
+from llmlabel.api.deps import ApiSettings, EngineDep, ProjectAccess, SettingsDep, access_for
 from llmlabel.config import ProjectConfig
 from llmlabel.errors import AuthenticationError, InputError, NotFoundError
-from llmlabel.projects import project_config
 from llmlabel.schema import Options
 from llmlabel.status import project_status
 from llmlabel.store.db import reader, session_scope
@@ -39,6 +38,7 @@ from llmlabel.web.auth import (
     end_session,
     login_nonce,
     safe_next,
+    session_token,
     set_login_nonce,
     start_session,
 )
@@ -95,9 +95,7 @@ def _label_value(config: ProjectConfig, submitted: list[str] | None) -> Any:
 
 
 def _access(session: Session, request: Request, settings: ApiSettings, name: str, roles: tuple[str, ...]) -> ProjectAccess:
-    principal = current_principal(session, request, settings)
-    project = visible_project(session, principal=principal, name=name, roles=roles)
-    return ProjectAccess(project, project_config(session, project=project), principal, session)
+    return access_for(session, token=session_token(request, settings), name=name, roles=roles)
 
 
 def _nav(request: Request, settings: ApiSettings, access: ProjectAccess) -> dict[str, Any]:
