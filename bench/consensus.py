@@ -7,14 +7,14 @@
 For every categorical set under shared/datasets/crowd (emotion_numeric is numeric, skipped):
 (a) accuracy with all votes, unsupervised and with half the gold used for fitting (scored on
 the other half, mean over SPLITS random halves), with the gold items only one of ours and
-crowd-kit's DS gets right and the exact McNemar p-value of that split; (b) ECE of the posteriors on the held-out half,
-raw and after the calibration chosen on the fitting half (basic bootstrap 90% interval below
-300 items); (c) dynamic consensus: votes of each held-out item replayed in random order, stopping
-at posterior ≥ 0.95, calibrated with a repair that may read each item's vote count so far
-(``calibrate(..., by_votes=True)``); (d) fit time, median of several runs, against crowd-kit's
-Dawid–Skene, also per EM iteration (crowd-kit stops after 2 iterations on some sets, when its
-ELBO first changes by less than 1e-5 per vote or falls; ours runs to a 1e-6 relative
-log-likelihood change).
+crowd-kit's DS gets right and the exact McNemar p-value of that split; (b) ECE of the
+posteriors on the held-out half, raw and after the calibration chosen on the fitting half
+(basic bootstrap 90% interval below 300 items); (c) dynamic consensus: votes of each held-out
+item replayed in random order, stopping at posterior ≥ 0.95, calibrated with a repair that may
+read each item's vote count so far (``calibrate(..., by_votes=True)``); (d) fit time, median
+of several runs, against crowd-kit's Dawid–Skene, also per EM iteration (crowd-kit stops after
+2 iterations on some sets, when its ELBO first changes by less than 1e-5 per vote or falls;
+ours runs to a 1e-6 relative log-likelihood change).
 """
 
 from __future__ import annotations
