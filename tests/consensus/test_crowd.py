@@ -23,11 +23,13 @@ from llmlabel.consensus import DawidSkene, EncodedVotes, Gold, encode_votes
 DATA = Path(__file__).resolve().parents[2] / ".." / "shared" / "datasets" / "crowd"
 SETS = [
     "adult",
+    "amazon_negative",
     "bluebirds",
     "possent",
     "product",
     "rte",
     "sp_amt",
+    "sst2_crowd",
     "temp",
     "weather_sentiment",
     "wsd",
