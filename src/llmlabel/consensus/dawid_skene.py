@@ -31,11 +31,11 @@ from typing import Any
 import numpy as np
 
 from .em import (
-    MIN_OWN_VOTES,
     Pooling,
     VoteIndex,
     dense_codes,
     normalize_last,
+    one_coin_mask,
     softmax_and_lse,
     softmax_rows,
 )
@@ -139,7 +139,7 @@ class DawidSkene:
         n_groups = len(kinds.names) * nb
         self.vote_counts_ = np.bincount(vv_all, minlength=n_vv).reshape(votes.n_voters, nb)
         counts_all = self.vote_counts_.ravel()
-        one_coin_all = counts_all < max(self.one_coin_below, MIN_OWN_VOTES)
+        one_coin_all = one_coin_mask(counts_all, self.one_coin_below)
         # Only (voter, band) pairs that voted carry parameters during EM; the rest sit at
         # their group's mean, which is also where a voter unseen at fit time starts.
         active, vv = dense_codes(vv_all)

@@ -120,6 +120,12 @@ class VoteIndex:
 MIN_OWN_VOTES = 2
 
 
+def one_coin_mask(n_votes: IntArray, one_coin_below: int) -> BoolArray:
+    """Voters with too few votes for a full matrix (see ``Pooling``)."""
+    out: BoolArray = n_votes < max(one_coin_below, MIN_OWN_VOTES)
+    return out
+
+
 @dataclass(frozen=True)
 class Pooling:
     """Who is pooled with whom, fixed for one fit: MAP confusion matrices under group-pooled
@@ -168,7 +174,7 @@ class Pooling:
         return cls(
             group=group,
             member=member,
-            one_coin=n_votes < max(one_coin_below, MIN_OWN_VOTES),
+            one_coin=one_coin_mask(n_votes, one_coin_below),
             own=(n_votes >= MIN_OWN_VOTES).astype(np.float64),
             base=base,
             strength=strength,

@@ -158,15 +158,13 @@ class TaxonomyConsensus:
             index = VoteIndex.build(
                 vv, votes.node[m], votes.item[m], votes.n_items, k, item_weight=w_item
             )
-            levels.append((k, active, pooling, index))
+            levels.append((active, pooling, index))
 
         # Start from every voter at the base accuracy (a weighted majority vote over leaves):
         # a uniform start is a fixed point of EM with nothing to break the symmetry.
         logp = np.zeros((votes.n_items, tax.n_leaves))
-        for lv, (k, active, _, index) in enumerate(levels):
-            base = np.full((k, k), (1.0 - self.base_accuracy) / max(k - 1, 1))
-            np.fill_diagonal(base, self.base_accuracy)
-            tiled = np.repeat(np.log(base)[:, :, None], active.shape[0], axis=2)
+        for lv, (active, pooling, index) in enumerate(levels):
+            tiled = np.repeat(np.log(pooling.base)[:, :, None], active.shape[0], axis=2)
             logp += index.evidence(tiled)[:, tax.ancestor[lv]]
         truth = softmax_and_lse(logp)[0]
         if gold is not None and len(gold):
@@ -176,7 +174,7 @@ class TaxonomyConsensus:
             self.n_iter_ = n_iter
             logp = np.zeros_like(truth)
             fitted = []
-            for lv, (_, active, pooling, index) in enumerate(levels):
+            for lv, (active, pooling, index) in enumerate(levels):
                 counts = index.counts(
                     np.add.reduceat(truth, tax.starts[lv], axis=1), active.shape[0]
                 )
@@ -196,7 +194,7 @@ class TaxonomyConsensus:
             last = loglik
         self.confusion_: list[FloatArray] = []
         self.kind_confusion_: list[FloatArray] = []
-        for (_, active, _, _), (pi, gmean) in zip(levels, fitted, strict=True):
+        for (active, _, _), (pi, gmean) in zip(levels, fitted, strict=True):
             full = gmean[:, :, kinds.kind[: votes.n_voters]]
             full[:, :, active] = pi
             self.confusion_.append(full)
