@@ -55,7 +55,8 @@ except ImportError:
 
 DATA = ROOT.parent / "shared" / "datasets" / "crowd"
 SPLITS = 3
-TIMING_RUNS = 5
+TIMING_RUNS = 5  # crowd-kit's fits (up to seconds each)
+OUR_TIMING_RUNS = 21  # ours take milliseconds: a median of more runs rides out a busy machine
 TARGET = 0.95
 
 
@@ -123,7 +124,7 @@ def run(name: str) -> dict[str, object]:
     enc, gold, answers = load(name)
     votes = enc.votes
     times = []
-    for _ in range(TIMING_RUNS):
+    for _ in range(OUR_TIMING_RUNS):
         t0 = time.perf_counter()
         unsup = DawidSkene().fit(votes)
         times.append(time.perf_counter() - t0)
@@ -246,7 +247,10 @@ def main() -> None:
             f"{r['sup']:.4f} | {r['dyn_ece']:.3f} | {r['dyn_votes']:.2f} / {r['all_votes']:.2f} "
             f"({share:.0%}) | {r['policy_methods']} |"
         )
-    print(f"\n### (d) fit time, median of {TIMING_RUNS} runs (unsupervised, all votes)\n")
+    print(
+        f"\n### (d) fit time, median of {OUR_TIMING_RUNS} runs (ours) and {TIMING_RUNS} "
+        "(crowd-kit), unsupervised, all votes\n"
+    )
     print("| set | votes | ours ms (EM iters) | ck DS ms (iters) | speed-up | per iteration |")
     print("|---|---|---|---|---|---|")
     for r in rows:
