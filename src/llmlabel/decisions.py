@@ -488,10 +488,10 @@ def _redecide(
     session: Session, project: Project, config: ProjectConfig, fit: Fit, item_id: int, keep_final: bool,
 ) -> None:
     need_fields = isinstance(config.labels, Options)
-    state = session.execute(_ITEM_STATE_FIELDS if need_fields else _ITEM_STATE, {"item_id": item_id}).first()
+    state = session.connection().execute(_ITEM_STATE_FIELDS if need_fields else _ITEM_STATE, {"item_id": item_id}).first()
     if state is None or state[2] == "adjudication" or state[6] is not None:
         return  # settled by a reviewer, or gold: decided by its gold label, whatever the votes say
-    rows = list(session.execute(_ITEM_VOTES, {"item_id": item_id}).all())
+    rows = list(session.connection().execute(_ITEM_VOTES, {"item_id": item_id}).all())
     table = _table(rows, np.array([item_id], dtype=np.int64), fit.voter_code, fit.kind_names,
                    [state[7]] if need_fields else None)
     _decide_and_store(session, project, config, fit, np.array([item_id], dtype=np.int64), table, {},

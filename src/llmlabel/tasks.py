@@ -87,7 +87,7 @@ def next_task(session: Session, *, project: Project, config: ProjectConfig, vote
             f"annotator {voter.name!r} is paused: their accuracy on gold tasks is under the project's "
             f"quality bar ({config.policy.quality_bar:.0%}); ask a project admin"
         )
-    held = session.execute(_HELD, {"voter_id": voter.id, "now": utcnow()}).first()
+    held = session.connection().execute(_HELD, {"voter_id": voter.id, "now": utcnow()}).first()
     if held is not None:  # a reloaded page, a lost response: the task they hold, not a second lease
         return _task(session, config, token=held.token, item_id=held.item_id, expires_at=held.expires_at)
     policy = config.policy
@@ -108,7 +108,7 @@ def next_task(session: Session, *, project: Project, config: ProjectConfig, vote
 
 
 def _task(session: Session, config: ProjectConfig, *, token: str, item_id: int, expires_at: datetime) -> Task:
-    external_id, fields = session.execute(_ITEM, {"item_id": item_id}).one()
+    external_id, fields = session.connection().execute(_ITEM, {"item_id": item_id}).one()
     return Task(
         lease_token=token,
         item_id=external_id,
@@ -171,14 +171,14 @@ def release(session: Session, *, project: Project, voter: Voter, lease_token: st
 
 def _own_lease(session: Session, *, project: Project, voter: Voter, lease_token: str) -> Any:
     """The voter's lease (with its item) under this token; 404 for anyone else's or none."""
-    lease = session.execute(_LEASE, {"token": lease_token}).first()
+    lease = session.connection().execute(_LEASE, {"token": lease_token}).first()
     if lease is None or lease.voter_id != voter.id or lease.project_id != project.id:
         raise NotFoundError("no such task for you: the lease token is unknown or belongs to someone else")
     return lease
 
 
 def _vote_id(session: Session, item_id: int, voter_id: int) -> int | None:
-    return session.execute(_VOTE_ID, {"item_id": item_id, "voter_id": voter_id}).scalar()
+    return session.connection().execute(_VOTE_ID, {"item_id": item_id, "voter_id": voter_id}).scalar()
 
 
 def _check_distribution(dist: dict[str, float], config: ProjectConfig, fields: dict[str, Any]) -> None:

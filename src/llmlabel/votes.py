@@ -59,11 +59,11 @@ def record_votes(session: Session, *, project_id: int, votes: Sequence[NewVote])
     now = utcnow()
     rows = [{"project_id": project_id, "item_id": v.item_id, "voter_id": v.voter_id, "created_at": now,
              **v.vote.__dict__} for v in votes]
-    created = {(int(item), int(voter)): int(vid) for vid, item, voter in session.execute(_insert(session), rows)}
+    created = {(int(item), int(voter)): int(vid) for vid, item, voter in session.connection().execute(_insert(session), rows)}
     per_item = Counter(item for item, _ in created)  # new votes per item: one UPDATE per distinct count
     for n in sorted(set(per_item.values())):
         ids = [item for item, k in per_item.items() if k == n]
-        session.execute(_COUNT, {"ids": ids, "n": n, "now": now})
+        session.connection().execute(_COUNT, {"ids": ids, "n": n, "now": now})
         for item in ids:  # an Item the caller holds sees its new count, as an ORM update would show it
             held = session.identity_map.get(identity_key(Item, item)) if session.identity_map else None
             if held is not None:

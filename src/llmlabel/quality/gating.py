@@ -46,7 +46,7 @@ _GOLD_ANSWERS = (  # built once: it runs on every task request
 
 
 def gold_record(session: Session, *, voter_id: int) -> GoldRecord:
-    rows = session.execute(_GOLD_ANSWERS, {"voter_id": voter_id}).all()
+    rows = session.connection().execute(_GOLD_ANSWERS, {"voter_id": voter_id}).all()
     outcomes = [canonical_json(v) == canonical_json(g) for v, g in rows]
     return GoldRecord(sum(outcomes), len(outcomes), tuple(outcomes[-RECENT:]))
 

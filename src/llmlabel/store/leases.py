@@ -122,7 +122,7 @@ def _candidates(
 ) -> list[int]:
     params: dict[str, Any] = {"project_id": project_id, "voter_id": voter_id, "now": now}
     if gold:
-        return list(session.execute(_gold_pick(limit), params).scalars())
+        return list(session.connection().execute(_gold_pick(limit), params).scalars())
     if item_ids is not None:
         return _first(session, _statements(human, limit, "project_ids"), {**params, "ids": item_ids})
     if not human:
@@ -132,29 +132,29 @@ def _candidates(
     # open items share one priority (nobody has voted on them), which no index orders by age.
     # The window's items are the project's, so the project is not named again: that would
     # tempt the planner into the queue index (all open items) instead of the primary key.
-    window = session.execute(_WINDOW_FIRST, params).all()
+    window = session.connection().execute(_WINDOW_FIRST, params).all()
     while True:
         ids = [i for i, _ in window]
         found = _first(session, _statements(True, limit, "ids"), {**params, "ids": ids}) if ids else []
         if found or len(window) < WINDOW:
             return found
-        window = session.execute(_WINDOW_AFTER, {**params, "priority": window[-1][1], "after": window[-1][0]}).all()
+        window = session.connection().execute(_WINDOW_AFTER, {**params, "priority": window[-1][1], "after": window[-1][0]}).all()
 
 
 def _first(session: Session, statements: _Pick, params: dict[str, Any]) -> list[int]:
     """The first eligible items in queue order, locked on PostgreSQL."""
     if session.get_bind().dialect.name != "postgresql":
-        return list(session.execute(statements.pick, params).scalars())
+        return list(session.connection().execute(statements.pick, params).scalars())
     # The locking statement judges rows on its snapshot; it may reach a row just after another
     # claimer committed a lease on it (a row lock alone does not make PostgreSQL re-read the
     # leases). Once the rows are ours, judge them again in a new statement, which sees every
     # lease committed before we locked them; if none is still free, look further down.
     passed: list[int] = []
     for _ in range(RECHECK_ROUNDS):
-        locked = list(session.execute(statements.locked, {**params, "passed": passed}).scalars())
+        locked = list(session.connection().execute(statements.locked, {**params, "passed": passed}).scalars())
         if not locked:
             return []
-        still = set(session.execute(statements.recheck, {**params, "locked": locked}).scalars())
+        still = set(session.connection().execute(statements.recheck, {**params, "locked": locked}).scalars())
         if still:
             return [i for i in locked if i in still]
         passed.extend(locked)
@@ -181,7 +181,7 @@ def claim(
     if not ids:
         return []
     lapsed = {} if human else dict(  # an annotator is never offered an item leased to it before
-        session.execute(
+        session.connection().execute(
             select(Lease.item_id, Lease.id).where(Lease.voter_id == voter_id, Lease.item_id.in_(ids))  # type: ignore[attr-defined]
         ).all()
     )
@@ -190,7 +190,7 @@ def claim(
     table = _LEASES
     created = utcnow()  # once the candidates are found (locked): a lease starts when it is taken
     if taken:  # an LLM labeler taking back its own lapsed leases
-        session.execute(
+        session.connection().execute(
             update(table).where(table.c.id == bindparam("lease_id"))
             .values(token=bindparam("new_token"), state="active", expires_at=expires, created_at=created),
             [{"lease_id": taken[i], "new_token": tokens[i]} for i in taken],
@@ -201,7 +201,7 @@ def claim(
     if gold:  # gold rows are not locked: the same annotator's concurrent request may win
         taken.update(_insert_each(session, rows))
     elif rows:  # the rows are locked (or the database is): all of them in one statement
-        taken.update((int(i), int(lid)) for lid, i in session.execute(insert(table).returning(table.c.id, table.c.item_id), rows))
+        taken.update((int(i), int(lid)) for lid, i in session.connection().execute(insert(table).returning(table.c.id, table.c.item_id), rows))
     return [Claim(lease_id=taken[i], token=tokens[i], item_id=i, expires_at=expires) for i in ids if i in taken]
 
 
@@ -212,7 +212,7 @@ def _insert_each(session: Session, rows: list[dict[str, Any]]) -> dict[int, int]
     for row in rows:
         try:
             with session.begin_nested():
-                out[row["item_id"]] = int(session.execute(insert(table).returning(table.c.id), row).scalar_one())
+                out[row["item_id"]] = int(session.connection().execute(insert(table).returning(table.c.id), row).scalar_one())
         except IntegrityError:
             continue
     return out
@@ -222,7 +222,7 @@ def finish(session: Session, *, lease_ids: Sequence[int]) -> None:
     """Mark leases done (their votes are recorded)."""
     if not lease_ids:
         return
-    session.execute(_FINISH, {"ids": list(lease_ids)})
+    session.connection().execute(_FINISH, {"ids": list(lease_ids)})
     for i in lease_ids if session.identity_map else ():  # a Lease the caller holds says so too
         held = session.identity_map.get(identity_key(Lease, i))
         if held is not None:
@@ -235,7 +235,7 @@ _FINISH = update(_LEASES).where(_LEASES.c.id.in_(bindparam("ids", expanding=True
 def release(session: Session, *, lease_ids: list[int]) -> None:
     """Give leases back early (a skipped task, an interrupted run): the items return to the pool."""
     if lease_ids:
-        session.execute(
+        session.connection().execute(
             update(Lease).where(Lease.id.in_(lease_ids), Lease.state == "active")  # type: ignore[attr-defined]
             .values(state="expired", expires_at=utcnow())
         )

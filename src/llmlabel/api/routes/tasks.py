@@ -60,7 +60,7 @@ def _remember(session: Session, account_id: int, key: str, request_hash: str, ou
     stmt = _REMEMBER[session.get_bind().dialect.name]
     row = {"account_id": account_id, "key": key, "request_hash": request_hash, "status_code": 201,
            "response": out.model_dump(), "created_at": utcnow()}
-    return session.execute(stmt, row).first() is not None
+    return session.connection().execute(stmt, row).first() is not None
 
 
 @router.post("/{lease_token}/vote", response_model=VoteOut, status_code=status.HTTP_201_CREATED)
