@@ -22,6 +22,7 @@ import threading
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 import numpy as np
@@ -216,6 +217,7 @@ def _fit_project(session: Session, project: Project, config: ProjectConfig, ever
 
 def refit(
     session: Session, *, project: Project, config: ProjectConfig, final_round: bool = False, keep_final: bool = False,
+    background: bool = False,
 ) -> RefitReport:
     """Fit reliability on everything known and re-decide every item of the project.
 
@@ -223,12 +225,22 @@ def refit(
     item that is not settled now is escalated to review instead of waiting for one.
     ``keep_final``: final items stay final while consensus still picks their label (the
     refits nobody asked for: periodic, after a resolution); an explicit refit, say after a
-    new target, re-decides every item from scratch.
+    new target, re-decides every item from scratch. ``background``: a refit beside live
+    traffic (the server's periodic one) reads in a read-only transaction and commits the
+    decisions every ``STORE_CHUNK`` items, so it never holds a large project's rows, or
+    SQLite's write lock, for long.
     """
     started = time.perf_counter()
-    f = _fit_project(session, project, config, every_item=True)
+    read_at = utcnow()
+    if background:  # read without holding SQLite's write lock through the fit
+        session.commit()
+        with Session(reader(session.get_bind())) as read_session:  # type: ignore[arg-type]
+            f = _fit_project(read_session, project, config, every_item=True)
+    else:
+        f = _fit_project(session, project, config, every_item=True)
     by_status = _decide_and_store(session, project, config, f.fit, f.item_ids, f.table, f.gold_by_item,
-                                  humans_available=not final_round, keep_final=keep_final) if len(f.item_ids) else {}
+                                  humans_available=not final_round, keep_final=keep_final, read_at=read_at,
+                                  commit_chunks=background) if len(f.item_ids) else {}
     cal = f.fit.calibration
     return RefitReport(
         items=len(f.item_ids), votes=f.n_votes, gold=f.n_gold, by_status=by_status,
@@ -264,9 +276,14 @@ def _decide_and_store(
     keep_final: bool,
     humans_available: bool = True,
     current: dict[int, tuple[Any, ...]] | None = None,
+    read_at: datetime | None = None,
+    commit_chunks: bool = False,
 ) -> dict[str, int]:
     """Decide the items and store the decisions; ``current`` holds the items' (id, status,
-    decided_by, decided_at, conflict_kind, final_label) when the caller has just read them.
+    decided_by, decided_at, conflict_kind, final_label) when the caller has just read the
+    one item; otherwise the items are read, locked and stored a chunk at a time, and an item
+    decided since ``read_at`` (when its votes were read), by a vote that came meanwhile,
+    keeps that newer decision.
 
     ``keep_final``: a final item stays final while consensus still picks its label, its
     posterior updated; it reopens only if the label would change. Without it, a refit after
@@ -293,30 +310,42 @@ def _decide_and_store(
             by_item[i].append((names[t.kinds.kind[vo]], lab))
         for r in escalated:
             values[r]["conflict_kind"] = conflict_kind(by_item[r])
-    # One item, or the whole project: a filter by project avoids an IN list of every item id
-    # (SQLite caps the number of variables in a statement).
-    scope = Item.id == int(item_ids[0]) if len(item_ids) == 1 else Item.project_id == project.id
-    if len(item_ids) > 1 and session.get_bind().dialect.name == "postgresql":
-        # Never wait on a row another transaction holds: such an item is being voted on, and
-        # that vote re-decides it. A bulk update that waits can close a deadlock cycle.
-        locked = set(session.exec(select(Item.id).where(scope).with_for_update(skip_locked=True)).all())
-    else:
-        locked = set(item_ids.tolist())
-    if current is None:
-        current = {r[0]: tuple(r) for r in session.exec(
-            select(Item.id, Item.status, Item.decided_by, Item.decided_at, Item.conflict_kind, Item.final_label)  # type: ignore[arg-type]
-            .where(scope)
-        ).all()}
+    if current is not None:
+        return _store(session, item_ids.tolist(), values, gold, current, {int(item_ids[0])}, keep_final)
+    by_status: dict[str, int] = defaultdict(int)
+    postgres = session.get_bind().dialect.name == "postgresql"
+    for start in range(0, n, STORE_CHUNK):
+        ids = item_ids[start:start + STORE_CHUNK].tolist()
+        # a range of the project's ids, not an IN list: SQLite caps a statement's variables
+        p = {"project_id": project.id, "lo": ids[0], "hi": ids[-1]}
+        # PostgreSQL: never wait on a row another transaction holds: that item is being voted
+        # on, and the vote re-decides it; a bulk update that waits can close a deadlock cycle
+        free = set(session.connection().execute(_CHUNK_LOCK, p).scalars()) if postgres else set(ids)
+        chunk = {r[0]: tuple(r[:6]) for r in session.connection().execute(_CHUNK_STATE, p)
+                 if read_at is None or r[6] <= read_at}
+        for k, v in _store(session, ids, values[start:start + STORE_CHUNK], gold, chunk, free & set(chunk),
+                           keep_final).items():
+            by_status[k] += v
+        if commit_chunks:
+            session.commit()
+    return dict(by_status)
+
+
+def _store(
+    session: Session, ids: list[int], values: list[dict[str, Any]], gold: dict[int, Any],
+    current: dict[int, tuple[Any, ...]], writable: set[int], keep_final: bool,
+) -> dict[str, int]:
     now = utcnow()
     out, by_status = [], defaultdict(int)
-    for r, item_id in enumerate(item_ids.tolist()):
+    for item_id, v in zip(ids, values, strict=True):
+        if item_id not in current:
+            continue  # decided by a newer vote since the fit read its votes
         _, status, decided_by, decided_at, conflict, final_label = current[item_id]
         if decided_by == "adjudication" or (status == "escalated" and conflict == "audit"):
             by_status[status] += 1  # settled by a reviewer, or waiting for one to audit it
             continue
-        if item_id not in locked:
+        if item_id not in writable:
             continue
-        v = values[r]
         same_label = status == "final" and canonical_json(v.pop("best")) == canonical_json(final_label)
         if keep_final and same_label and v["status"] != "final":
             v.update(status="final", final_label=final_label, decided_by=decided_by, next_kind=None, votes_needed=0,
@@ -339,6 +368,11 @@ def _decide_and_store(
     return dict(by_status)
 
 
+STORE_CHUNK = 2000
+_CHUNK = (Item.project_id == bindparam("project_id"), Item.id.between(bindparam("lo"), bindparam("hi")))  # type: ignore[union-attr]
+_CHUNK_LOCK = select(Item.id).where(*_CHUNK).with_for_update(skip_locked=True)
+_CHUNK_STATE = select(Item.id, Item.status, Item.decided_by, Item.decided_at, Item.conflict_kind,  # type: ignore[call-overload]
+                      Item.final_label, Item.updated_at).where(*_CHUNK)
 _STORE_DECISION = update(Item.__table__).where(Item.__table__.c.id == bindparam("_id"))  # type: ignore[attr-defined]
 
 
@@ -520,7 +554,8 @@ def refit_changed(engine: Any, last_vote: dict[int, int]) -> int:
             project = session.get(Project, project_id)
             if project is None:
                 continue
-            refit(session, project=project, config=project_config(session, project=project), keep_final=True)
+            refit(session, project=project, config=project_config(session, project=project), keep_final=True,
+                  background=True)
         last_vote[project_id] = newest
         refitted += 1
     return refitted

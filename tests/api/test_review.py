@@ -5,11 +5,12 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from sqlmodel import select
 
 from llmlabel import decisions
 from llmlabel.store.db import session_scope
-from llmlabel.store.tables import Gold
+from llmlabel.store.tables import Gold, utcnow
 
 from .conftest import Api, Headers, human_vote, llm_vote, reviews
 
@@ -124,3 +125,28 @@ def test_a_refit_nobody_asked_for_keeps_a_final_label_while_consensus_backs_it(a
     decisions.refit_changed(api.engine, {})
     turned = api.item("p", "r0000")
     assert turned["status"] != "final" or turned["label"] == "negative", turned
+
+
+def test_a_background_refit_stores_in_chunks_and_keeps_decisions_made_meanwhile(
+    api: Api, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    api.project("p", target_confidence=0.8, min_human_votes=1)
+    api.items("p", reviews(7))
+    for i in range(6):
+        for name in ("ann", "bob", "cy"):
+            human_vote(api, "p", f"r{i:04d}", "positive" if i % 2 else "negative", name)
+    monkeypatch.setattr(decisions, "STORE_CHUNK", 3)  # 7 items: chunks of 3, 3 and 1
+    fit_project = decisions._fit_project
+
+    def fit_then_a_vote_arrives(*args: Any, **kwargs: Any) -> Any:
+        fitted = fit_project(*args, **kwargs)
+        api.set_item("p", "r0005", status="open", next_kind="human", updated_at=utcnow())  # decided meanwhile
+        return fitted
+
+    monkeypatch.setattr(decisions, "_fit_project", fit_then_a_vote_arrives)
+    decisions.refit_changed(api.engine, {})
+    got = {f"r{i:04d}": api.item("p", f"r{i:04d}") for i in range(7)}
+    assert all(got[f"r{i:04d}"]["status"] == "final" for i in range(5)), got
+    assert [got[f"r{i:04d}"]["label"] for i in range(5)] == ["negative", "positive", "negative", "positive", "negative"]
+    assert got["r0005"]["status"] == "open"  # the newer decision stands
+    assert got["r0006"]["status"] == "open"  # no votes
