@@ -26,7 +26,7 @@ from urllib.parse import urlsplit
 import httpx
 from sqlalchemy import or_
 from sqlalchemy.engine import Engine
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from llmlabel.errors import InputError, NotFoundError
 from llmlabel.store.db import session_scope
@@ -104,8 +104,8 @@ def batch_results(session: Session, *, project: Project, batch_id: int) -> dict[
         raise NotFoundError(f"no batch {batch_id} in project {project.name!r}")
     now = utcnow()
     rows = session.exec(
-        select(BatchItem, Item).join(Item, Item.id == BatchItem.item_id).where(BatchItem.batch_id == batch_id)  # type: ignore[arg-type]
-        .order_by(BatchItem.id)  # type: ignore[arg-type]
+        select(BatchItem, Item).join(Item, col(Item.id) == BatchItem.item_id).where(BatchItem.batch_id == batch_id)
+        .order_by(col(BatchItem.id))
     ).all()
     results = []
     for bi, item in rows:
@@ -122,12 +122,12 @@ def deliver_due(engine: Engine, *, allow_private: bool, client: httpx.Client | N
     with session_scope(engine) as session:
         rows = session.exec(
             select(BatchItem, Batch, Item)
-            .join(Batch, Batch.id == BatchItem.batch_id)  # type: ignore[arg-type]
-            .join(Item, Item.id == BatchItem.item_id)  # type: ignore[arg-type]
-            .where(BatchItem.delivered_at.is_(None), Batch.callback_url.is_not(None),  # type: ignore[union-attr]
-                   BatchItem.attempts < MAX_ATTEMPTS,
-                   or_(BatchItem.next_attempt_at.is_(None), BatchItem.next_attempt_at <= now))  # type: ignore[union-attr,operator]
-            .where(or_(Item.status == "final", BatchItem.deadline <= now))  # type: ignore[operator]
+            .join(Batch, col(Batch.id) == BatchItem.batch_id)
+            .join(Item, col(Item.id) == BatchItem.item_id)
+            .where(col(BatchItem.delivered_at).is_(None), col(Batch.callback_url).is_not(None),
+                   col(BatchItem.attempts) < MAX_ATTEMPTS,
+                   or_(col(BatchItem.next_attempt_at).is_(None), col(BatchItem.next_attempt_at) <= now))
+            .where(or_(col(Item.status) == "final", col(BatchItem.deadline) <= now))
             .limit(limit)
         ).all()
         work = [(bi.id, b.callback_url, b.secret, b.id, result_of(item, bi.deadline, now)) for bi, b, item in rows]
@@ -139,6 +139,7 @@ def deliver_due(engine: Engine, *, allow_private: bool, client: httpx.Client | N
     try:
         outcomes = []
         for bi_id, url, secret, batch_id, payload in work:
+            assert url is not None  # the query selects only batches with a callback URL
             body = json.dumps({"batch_id": batch_id, **(payload or {})}).encode()
             stamp = str(int(time.time()))
             error = None

@@ -41,7 +41,7 @@ def neutralize(cell: str) -> str:
 def _records(
     engine: Engine, project: Project, statuses: Sequence[str] | None, min_confidence: float | None
 ) -> Iterator[dict[str, Any]]:
-    items, votes, voters, gold = (t.__table__ for t in (Item, Vote, Voter, Gold))  # type: ignore[attr-defined]
+    items, votes, voters, gold = (t.__table__ for t in (Item, Vote, Voter, Gold))  # type: ignore[union-attr]  # SQLModel's stubs do not declare __table__
     item_q = (
         select(items, gold.c.label.label("gold_label"))
         .outerjoin(gold, gold.c.item_id == items.c.id)

@@ -24,7 +24,7 @@ def sync_project(session: Session, *, config: ProjectConfig) -> Project:
             session.rollback()
             project = session.exec(select(Project).where(Project.name == config.name)).one()
     if not _has_version(session, project.id, digest):
-        session.add(ProjectConfigVersion(project_id=project.id, hash=digest, body=config.model_dump(mode="json")))
+        session.add(ProjectConfigVersion(project_id=project.id, hash=digest, body=config.model_dump(mode="json")))  # type: ignore[arg-type]
     if project.config_hash != digest:
         project.config_hash = digest
         session.add(project)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from sqlalchemy import func, select
-from sqlmodel import Session
+from sqlmodel import Session, col
 
 from llmlabel.store.tables import Gold, Item, LLMCall, Project, Vote, Voter
 
@@ -35,23 +35,23 @@ class ProjectStatus:
 def project_status(session: Session, *, project: Project) -> ProjectStatus:
     by_status = dict(
         session.execute(
-            select(Item.status, func.count()).where(Item.project_id == project.id).group_by(Item.status)
+            select(col(Item.status), func.count()).where(col(Item.project_id) == project.id).group_by(col(Item.status))
         ).all()
     )
-    gold = session.execute(select(func.count()).select_from(Gold).where(Gold.project_id == project.id)).scalar_one()
+    gold = session.execute(select(func.count()).select_from(Gold).where(col(Gold.project_id) == project.id)).scalar_one()
     voter_rows = session.execute(
         select(
-            Voter.name, Voter.kind, Voter.status, func.count(Vote.id),
-            func.count(Vote.id).filter(Vote.label.is_(None)),  # type: ignore[union-attr]
-            func.coalesce(func.sum(Vote.cost_usd), 0.0),
+            col(Voter.name), col(Voter.kind), col(Voter.status), func.count(col(Vote.id)),
+            func.count(col(Vote.id)).filter(col(Vote.label).is_(None)),
+            func.coalesce(func.sum(col(Vote.cost_usd)), 0.0),
         )
-        .outerjoin(Vote, Vote.voter_id == Voter.id)
-        .where(Voter.project_id == project.id)
-        .group_by(Voter.id, Voter.name, Voter.kind, Voter.status)
-        .order_by(Voter.kind, Voter.name)
+        .outerjoin(Vote, col(Vote.voter_id) == Voter.id)
+        .where(col(Voter.project_id) == project.id)
+        .group_by(col(Voter.id), col(Voter.name), col(Voter.kind), col(Voter.status))
+        .order_by(col(Voter.kind), col(Voter.name))
     ).all()
     cost = session.execute(
-        select(func.coalesce(func.sum(LLMCall.cost_usd), 0.0)).where(LLMCall.project_id == project.id)
+        select(func.coalesce(func.sum(col(LLMCall.cost_usd)), 0.0)).where(col(LLMCall.project_id) == project.id)
     ).scalar_one()
     voters = [VoterStatus(n, k, s, int(v), int(a), float(c)) for n, k, s, v, a, c in voter_rows]
     return ProjectStatus(

@@ -13,8 +13,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+import sqlalchemy as sa
 from sqlalchemy import bindparam
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from llmlabel import decisions
 from llmlabel.config import ProjectConfig
@@ -27,20 +28,21 @@ from llmlabel.store.tables import Item, Lease, Project, Vote, Voter, utcnow
 from llmlabel.votes import NewVote, VoteInput, record_votes
 
 # Statements of every task request, built once: building one costs more than running it.
-_ITEM = select(Item.external_id, Item.fields).where(Item.id == bindparam("item_id"))
-_LEASE = (
-    select(Lease.id, Lease.voter_id, Lease.project_id, Lease.state, Lease.expires_at, Lease.created_at,
-           Lease.is_gold, Lease.item_id, Item.external_id, Item.fields)
-    .join(Item, Item.id == Lease.item_id)  # type: ignore[arg-type]
-    .where(Lease.token == bindparam("token"))
+_ITEM = select(col(Item.external_id), col(Item.fields)).where(col(Item.id) == bindparam("item_id"))
+_LEASE = (  # sqlalchemy's select: sqlmodel's is typed for at most four columns
+    sa.select(col(Lease.id), col(Lease.voter_id), col(Lease.project_id), col(Lease.state), col(Lease.expires_at),
+              col(Lease.created_at), col(Lease.is_gold), col(Lease.item_id), col(Item.external_id), col(Item.fields))
+    .join(Item, col(Item.id) == Lease.item_id)
+    .where(col(Lease.token) == bindparam("token"))
 )
 _HELD = (  # the voter's live lease, if any
-    select(Lease.token, Lease.item_id, Lease.expires_at)
-    .where(Lease.voter_id == bindparam("voter_id"), Lease.state == "active", Lease.expires_at > bindparam("now"))
-    .order_by(Lease.id)  # type: ignore[arg-type]
+    select(col(Lease.token), col(Lease.item_id), col(Lease.expires_at))
+    .where(col(Lease.voter_id) == bindparam("voter_id"), col(Lease.state) == "active",
+           col(Lease.expires_at) > bindparam("now"))
+    .order_by(col(Lease.id))
     .limit(1)
 )
-_VOTE_ID = select(Vote.id).where(Vote.item_id == bindparam("item_id"), Vote.voter_id == bindparam("voter_id"))
+_VOTE_ID = select(col(Vote.id)).where(col(Vote.item_id) == bindparam("item_id"), col(Vote.voter_id) == bindparam("voter_id"))
 
 
 @dataclass
@@ -67,15 +69,15 @@ def choices(config: ProjectConfig, fields: dict[str, Any]) -> list[Any]:
     if isinstance(config.labels, Options):
         return config.labels.options_of(fields)
     if config.labels.type == "taxonomy":
-        return list(config.labels.node_paths)  # type: ignore[union-attr]
-    return [c.name for c in config.labels.classes]  # type: ignore[union-attr]
+        return list(config.labels.node_paths)
+    return [c.name for c in config.labels.classes]
 
 
 def _suggestions(session: Session, item_id: int) -> list[dict[str, Any]]:
     rows = session.exec(
-        select(Voter.name, Vote.label, Vote.confidence)
-        .join(Voter, Voter.id == Vote.voter_id)  # type: ignore[arg-type]
-        .where(Vote.item_id == item_id, Voter.kind.in_(("llm", "model")), Vote.label.is_not(None))  # type: ignore[attr-defined,union-attr]
+        select(col(Voter.name), col(Vote.label), col(Vote.confidence))
+        .join(Voter, col(Voter.id) == Vote.voter_id)
+        .where(col(Vote.item_id) == item_id, col(Voter.kind).in_(("llm", "model")), col(Vote.label).is_not(None))
     ).all()
     return [{"labeler": n, "label": lab, "confidence": c} for n, lab, c in rows]
 

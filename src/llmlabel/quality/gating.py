@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from sqlalchemy import bindparam
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from llmlabel.config import Policy
 from llmlabel.quality.intervals import wilson_interval
@@ -39,9 +39,9 @@ def wilson_lower_bound(correct: int, total: int) -> float:
 
 _GOLD_ANSWERS = (  # built once: it runs on every task request
     select(Vote.label, Gold.label)
-    .join(Gold, Gold.item_id == Vote.item_id)  # type: ignore[arg-type]
-    .where(Vote.voter_id == bindparam("voter_id"), Vote.label.is_not(None))  # type: ignore[union-attr]
-    .order_by(Vote.id)  # type: ignore[arg-type]
+    .join(Gold, col(Gold.item_id) == Vote.item_id)
+    .where(col(Vote.voter_id) == bindparam("voter_id"), col(Vote.label).is_not(None))
+    .order_by(col(Vote.id))
 )
 
 

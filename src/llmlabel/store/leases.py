@@ -23,15 +23,27 @@ from datetime import datetime, timedelta
 from functools import cache
 from typing import Any
 
-from sqlalchemy import and_, bindparam, exists, func, insert, or_, select, update
+from sqlalchemy import (
+    ColumnElement,
+    Table,
+    and_,
+    bindparam,
+    exists,
+    func,
+    insert,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Mapped
 from sqlalchemy.orm.attributes import set_committed_value
 from sqlalchemy.orm.util import identity_key
-from sqlmodel import Session
+from sqlmodel import Session, col
 
 from llmlabel.store.tables import Gold, Item, Lease, Vote, utcnow
 
-_LEASES = Lease.__table__  # type: ignore[attr-defined]
+_LEASES: Table = Lease.__table__  # type: ignore[attr-defined]  # SQLModel's stubs do not declare __table__
 HUMAN_KINDS = ("human", "expert")
 RECHECK_ROUNDS = 5
 WINDOW = 64
@@ -47,28 +59,28 @@ class Claim:
 
 def _eligible(*, voter_id: Any, human: bool, now: Any, gold: bool) -> list[Any]:
     """The conditions an item (of the project) must meet to be leased to this voter now."""
-    voted = exists().where(Vote.item_id == Item.id, Vote.voter_id == voter_id)
-    own_lease = Lease.item_id == Item.id
+    voted = exists().where(col(Vote.item_id) == Item.id, col(Vote.voter_id) == voter_id)
+    own_lease = col(Lease.item_id) == Item.id
     if human:
-        leased_before = exists().where(own_lease, Lease.voter_id == voter_id)
+        leased_before = exists().where(own_lease, col(Lease.voter_id) == voter_id)
     else:
         leased_before = exists().where(
-            own_lease, Lease.voter_id == voter_id,
-            or_(Lease.state == "done", and_(Lease.state == "active", Lease.expires_at > now)),
+            own_lease, col(Lease.voter_id) == voter_id,
+            or_(col(Lease.state) == "done", and_(col(Lease.state) == "active", col(Lease.expires_at) > now)),
         )
     conditions: list[Any] = [~voted, ~leased_before]
     if gold:  # a gold task: any gold item, whatever its status
-        conditions.append(exists().where(Gold.item_id == Item.id))
+        conditions.append(exists().where(col(Gold.item_id) == Item.id))
     elif human:
         live_human_leases = (
             select(func.count())
             .select_from(Lease)
-            .where(Lease.item_id == Item.id, Lease.state == "active", Lease.expires_at > now, Lease.is_human)
+            .where(col(Lease.item_id) == Item.id, col(Lease.state) == "active", col(Lease.expires_at) > now, col(Lease.is_human))
             .scalar_subquery()
         )
-        conditions += [Item.status == "open", live_human_leases < Item.votes_needed]
+        conditions += [col(Item.status) == "open", live_human_leases < Item.votes_needed]
     else:  # machines also answer every gold item: that is how their reliability is measured
-        conditions.append(or_(Item.status == "open", exists().where(Gold.item_id == Item.id)))
+        conditions.append(or_(col(Item.status) == "open", exists().where(col(Gold.item_id) == Item.id)))
     return conditions
 
 
@@ -90,14 +102,14 @@ def _statements(human: bool, limit: int, scope: str) -> _Pick:
     Named items are ordered so that no index can serve the order, or the planner walks the
     queue index through every open item to find them."""
     conditions = _eligible(voter_id=bindparam("voter_id"), human=human, now=bindparam("now"), gold=False)
-    named = Item.id.in_(bindparam("ids", expanding=True))  # type: ignore[union-attr]
-    in_project = Item.project_id == bindparam("project_id")
+    named: ColumnElement[bool] = col(Item.id).in_(bindparam("ids", expanding=True))
+    in_project = col(Item.project_id) == bindparam("project_id")
     where = {"project": [in_project], "ids": [named], "project_ids": [named, in_project]}[scope]
-    order = (Item.priority.desc() if scope == "project" else -Item.priority, Item.id)  # type: ignore[attr-defined,operator]
-    pick = select(Item.id).where(*where, *conditions).order_by(*order).limit(limit)
-    locked = (pick.where(Item.id.not_in(bindparam("passed", expanding=True)))  # type: ignore[union-attr]
+    order: tuple[ColumnElement[float], Mapped[int | None]] = (col(Item.priority).desc() if scope == "project" else -col(Item.priority), col(Item.id))
+    pick = select(col(Item.id)).where(*where, *conditions).order_by(*order).limit(limit)
+    locked = (pick.where(col(Item.id).not_in(bindparam("passed", expanding=True)))
               .with_for_update(of=Item, skip_locked=True))
-    recheck = select(Item.id).where(Item.id.in_(bindparam("locked", expanding=True)), *conditions)  # type: ignore[union-attr]
+    recheck = select(col(Item.id)).where(col(Item.id).in_(bindparam("locked", expanding=True)), *conditions)
     return _Pick(pick, locked, recheck)
 
 
@@ -105,14 +117,14 @@ def _statements(human: bool, limit: int, scope: str) -> _Pick:
 def _gold_pick(limit: int) -> Any:
     """Gold tasks in a random order, so annotators do not all meet the same ones."""
     conditions = _eligible(voter_id=bindparam("voter_id"), human=True, now=bindparam("now"), gold=True)
-    return select(Item.id).where(Item.project_id == bindparam("project_id"), *conditions).order_by(func.random()).limit(limit)
+    return select(col(Item.id)).where(col(Item.project_id) == bindparam("project_id"), *conditions).order_by(func.random()).limit(limit)
 
 
-_ORDER = (Item.priority.desc(), Item.id)  # type: ignore[attr-defined]
-_QUEUE = select(Item.id, Item.priority).where(Item.project_id == bindparam("project_id"), Item.status == "open")
+_ORDER = (col(Item.priority).desc(), col(Item.id))
+_QUEUE = select(col(Item.id), col(Item.priority)).where(col(Item.project_id) == bindparam("project_id"), col(Item.status) == "open")
 _WINDOW_FIRST = _QUEUE.order_by(*_ORDER).limit(WINDOW)
 _WINDOW_AFTER = _QUEUE.where(  # the next window: after the last item of the previous one
-    or_(Item.priority < bindparam("priority"), and_(Item.priority == bindparam("priority"), Item.id > bindparam("after")))
+    or_(col(Item.priority) < bindparam("priority"), and_(col(Item.priority) == bindparam("priority"), col(Item.id) > bindparam("after")))
 ).order_by(*_ORDER).limit(WINDOW)
 
 
@@ -180,9 +192,9 @@ def claim(
                       item_ids=item_ids, gold=gold)
     if not ids:
         return []
-    lapsed = {} if human else dict(  # an annotator is never offered an item leased to it before
+    lapsed: dict[int, int] = {} if human else dict(  # an annotator is never offered an item leased to it before
         session.connection().execute(
-            select(Lease.item_id, Lease.id).where(Lease.voter_id == voter_id, Lease.item_id.in_(ids))  # type: ignore[attr-defined]
+            select(_LEASES.c.item_id, _LEASES.c.id).where(_LEASES.c.voter_id == voter_id, _LEASES.c.item_id.in_(ids))
         ).all()
     )
     tokens = {item_id: secrets.token_urlsafe(24) for item_id in ids}
@@ -236,6 +248,6 @@ def release(session: Session, *, lease_ids: list[int]) -> None:
     """Give leases back early (a skipped task, an interrupted run): the items return to the pool."""
     if lease_ids:
         session.connection().execute(
-            update(Lease).where(Lease.id.in_(lease_ids), Lease.state == "active")  # type: ignore[attr-defined]
+            update(Lease).where(col(Lease.id).in_(lease_ids), col(Lease.state) == "active")
             .values(state="expired", expires_at=utcnow())
         )

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, status
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
-from sqlmodel import select
+from sqlmodel import col, select
 
 from llmlabel.api.deps import EngineDep, ProjectAccess, SettingsDep, project_access
 from llmlabel.api.importing import import_json_rows
@@ -56,8 +56,8 @@ def post_batch(body: BatchIn, access: Client, engine: EngineDep, settings: Setti
         rows.append(row)
     access.session.commit()  # the import runs in its own transaction
     import_json_rows(engine, project=access.project, config=access.config, rows=rows)
-    ids = dict(access.session.exec(
-        select(Item.external_id, Item.id).where(Item.project_id == access.project.id, Item.external_id.in_(list(deadlines)))  # type: ignore[attr-defined]
+    ids: dict[str, int] = dict(access.session.exec(  # type: ignore[arg-type]  # SQLModel types ids int | None; stored ones never are
+        select(col(Item.external_id), col(Item.id)).where(col(Item.project_id) == access.project.id, col(Item.external_id).in_(list(deadlines)))
     ).all())
     created = create_batch(access.session, project=access.project, account_id=access.principal.account_id,
                            item_ids=list(ids.values()), deadlines={ids[e]: d for e, d in deadlines.items()},
