@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 from fastapi import FastAPI
 from sqlalchemy.engine import Engine
@@ -22,7 +22,7 @@ from llmlabel.web import pages
 log = logging.getLogger("llmlabel.api")
 
 
-def _lifespan(engine: Engine, settings: ApiSettings):  # type: ignore[no-untyped-def]
+def _lifespan(engine: Engine, settings: ApiSettings) -> Callable[[FastAPI], contextlib.AbstractAsyncContextManager[None]]:
     """Background work of a server: delivering due callbacks, and refitting consensus for the
     projects that received votes since the last round."""
 

@@ -99,7 +99,7 @@ def access_for(session: Session, *, token: str, name: str, roles: tuple[str, ...
                          caller.voter)
 
 
-def project_access(*roles: str):  # type: ignore[no-untyped-def]
+def project_access(*roles: str) -> Callable[[str, Session, str], ProjectAccess]:
     """A dependency granting the route to ``roles`` on the project in the path (404 to outsiders)."""
 
     def dep(name: str, session: SessionDep, token: TokenDep) -> ProjectAccess:

@@ -6,7 +6,7 @@ from dataclasses import asdict
 from typing import Annotated
 
 from fastapi import APIRouter, Depends
-from sqlmodel import select
+from sqlmodel import Session, select
 
 from llmlabel.access import visible_project
 from llmlabel.api.deps import PrincipalDep, ProjectAccess, SessionDep, project_access
@@ -23,7 +23,7 @@ Admin = Annotated[ProjectAccess, Depends(project_access("admin"))]
 Staff = Annotated[ProjectAccess, Depends(project_access("admin", "reviewer"))]
 
 
-def _out(session, project: Project) -> ProjectOut:  # type: ignore[no-untyped-def]
+def _out(session: Session, project: Project) -> ProjectOut:
     st = project_status(session, project=project)
     return ProjectOut(name=st.project, config_hash=st.config_hash, items=st.items, by_status=st.by_status,
                       gold=st.gold, votes=st.votes, llm_cost_usd=st.llm_cost_usd)
