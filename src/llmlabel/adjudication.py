@@ -14,7 +14,7 @@ from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import exists, func
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from llmlabel import decisions
 from llmlabel.config import ProjectConfig
@@ -50,7 +50,7 @@ class ReviewCase:
 
 def case_votes(session: Session, item_id: int, reliabilities: dict[int, float]) -> list[CaseVote]:
     rows = session.exec(
-        select(Vote, Voter).join(Voter, Voter.id == Vote.voter_id).where(Vote.item_id == item_id).order_by(Vote.id)  # type: ignore[arg-type]
+        select(Vote, Voter).join(Voter, col(Voter.id) == Vote.voter_id).where(Vote.item_id == item_id).order_by(col(Vote.id))
     ).all()
     return [
         CaseVote(voter=vr.name, kind=vr.kind, label=v.label, confidence=v.confidence,
@@ -68,12 +68,12 @@ def next_case(
         raise InputError(f"conflict kind {kind!r} is not one of: {', '.join(CONFLICT_KINDS)}")
     now = utcnow()
     held_by_other = exists().where(
-        Lease.item_id == Item.id, Lease.voter_id != reviewer.id, Lease.state == "active", Lease.expires_at > now,
+        col(Lease.item_id) == Item.id, col(Lease.voter_id) != reviewer.id, col(Lease.state) == "active", col(Lease.expires_at) > now,
     )
     q = select(Item).where(Item.project_id == project.id, Item.status == "escalated", ~held_by_other)
     if kind is not None:
         q = q.where(Item.conflict_kind == kind)
-    item = session.exec(q.order_by(Item.updated_at, Item.id).limit(1)).first()  # type: ignore[arg-type]
+    item = session.exec(q.order_by(col(Item.updated_at), col(Item.id)).limit(1)).first()
     if item is None:
         return None
     _hold(session, item=item, reviewer=reviewer, seconds=config.policy.lease_seconds)
@@ -104,7 +104,7 @@ def _hold(session: Session, *, item: Item, reviewer: Voter, seconds: int) -> Non
 def _blind_label(session: Session, item_id: int, reviewer_id: int) -> Any:
     return session.exec(
         select(Adjudication.blind_label).where(
-            Adjudication.item_id == item_id, Adjudication.reviewer_id == reviewer_id, Adjudication.blind_label.is_not(None)  # type: ignore[union-attr]
+            Adjudication.item_id == item_id, Adjudication.reviewer_id == reviewer_id, Adjudication.blind_label.is_not(None)
         )
     ).first()
 

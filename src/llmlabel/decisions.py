@@ -21,13 +21,15 @@ import logging
 import threading
 import time
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
+import sqlalchemy as sa
 from sqlalchemy import bindparam, func, update
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from llmlabel.config import ProjectConfig
 from llmlabel.consensus import (
@@ -120,7 +122,7 @@ def _kind_codes(kinds: list[str]) -> np.ndarray:
 
 
 def _table(
-    rows: list[tuple[int, int, Any, float | None, str]], item_ids: np.ndarray, voter_code: dict[int, int],
+    rows: Sequence[tuple[int, int, Any, float | None, str]], item_ids: np.ndarray, voter_code: dict[int, int],
     kind_names: list[str], fields: list[dict[str, Any]] | None,
 ) -> VoteTable:
     """Rows (item_id, voter_id, label, confidence, kind) → codes; unseen voters get new codes."""
@@ -159,15 +161,15 @@ class _Fitted:
 
 
 # what a fit reads, built once
-_PROJECT_VOTES = (
-    select(Vote.item_id, Vote.voter_id, Vote.label, Vote.confidence, Voter.kind)
-    .join(Voter, Voter.id == Vote.voter_id)  # type: ignore[arg-type]
-    .where(Vote.project_id == bindparam("project_id"), Voter.status != "gated")
+_PROJECT_VOTES = (  # sqlalchemy's select: sqlmodel's is typed for at most four columns
+    sa.select(col(Vote.item_id), col(Vote.voter_id), col(Vote.label), col(Vote.confidence), col(Voter.kind))
+    .join(Voter, col(Voter.id) == Vote.voter_id)
+    .where(col(Vote.project_id) == bindparam("project_id"), col(Voter.status) != "gated")
 )
-_PROJECT_VOTERS = select(Voter.id, Voter.kind).where(Voter.project_id == bindparam("project_id"))
-_PROJECT_GOLD = select(Gold.item_id, Gold.label, Gold.weight).where(Gold.project_id == bindparam("project_id"))
-_PROJECT_ITEMS = select(Item.id, Item.id).where(Item.project_id == bindparam("project_id")).order_by(Item.id)  # type: ignore[arg-type]
-_PROJECT_ITEMS_FIELDS = _PROJECT_ITEMS.with_only_columns(Item.id, Item.fields)  # type: ignore[arg-type]
+_PROJECT_VOTERS = select(col(Voter.id), col(Voter.kind)).where(col(Voter.project_id) == bindparam("project_id"))
+_PROJECT_GOLD = select(col(Gold.item_id), col(Gold.label), col(Gold.weight)).where(col(Gold.project_id) == bindparam("project_id"))
+_PROJECT_ITEMS = select(col(Item.id), col(Item.id)).where(col(Item.project_id) == bindparam("project_id")).order_by(col(Item.id))
+_PROJECT_ITEMS_FIELDS = _PROJECT_ITEMS.with_only_columns(col(Item.id), col(Item.fields))
 
 
 def _fit_project(session: Session, project: Project, config: ProjectConfig, every_item: bool = False) -> _Fitted:
@@ -183,7 +185,7 @@ def _fit_project(session: Session, project: Project, config: ProjectConfig, ever
     gold_rows = conn.execute(_PROJECT_GOLD, p).all()
     need_fields = isinstance(config.labels, Options)
     if need_fields or every_item:
-        item_rows = conn.execute(_PROJECT_ITEMS_FIELDS if need_fields else _PROJECT_ITEMS, p).all()
+        item_rows: Sequence[tuple[int, Any]] = conn.execute(_PROJECT_ITEMS_FIELDS if need_fields else _PROJECT_ITEMS, p).all()
     else:
         item_rows = [(i, None) for i in sorted({r[0] for r in rows} | {int(g[0]) for g in gold_rows})]
     item_ids = np.array([r[0] for r in item_rows], dtype=np.int64)
@@ -320,7 +322,7 @@ def _decide_and_store(
         p = {"project_id": project.id, "lo": ids[0], "hi": ids[-1]}
         # PostgreSQL: never wait on a row another transaction holds: that item is being voted
         # on, and the vote re-decides it; a bulk update that waits can close a deadlock cycle
-        free = set(session.connection().execute(_CHUNK_LOCK, p).scalars()) if postgres else set(ids)
+        free: set[int] = set(session.connection().execute(_CHUNK_LOCK, p).scalars()) if postgres else set(ids)  # type: ignore[arg-type]  # SQLModel types ids int | None; stored ones never are
         chunk = {r[0]: tuple(r[:6]) for r in session.connection().execute(_CHUNK_STATE, p)
                  if read_at is None or r[6] <= read_at}
         for k, v in _store(session, ids, values[start:start + STORE_CHUNK], gold, chunk, free & set(chunk),
@@ -336,7 +338,8 @@ def _store(
     current: dict[int, tuple[Any, ...]], writable: set[int], keep_final: bool,
 ) -> dict[str, int]:
     now = utcnow()
-    out, by_status = [], defaultdict(int)
+    out: list[dict[str, Any]] = []
+    by_status: defaultdict[str, int] = defaultdict(int)
     for item_id, v in zip(ids, values, strict=True):
         if item_id not in current:
             continue  # decided by a newer vote since the fit read its votes
@@ -369,10 +372,10 @@ def _store(
 
 
 STORE_CHUNK = 2000
-_CHUNK = (Item.project_id == bindparam("project_id"), Item.id.between(bindparam("lo"), bindparam("hi")))  # type: ignore[union-attr]
-_CHUNK_LOCK = select(Item.id).where(*_CHUNK).with_for_update(skip_locked=True)
-_CHUNK_STATE = select(Item.id, Item.status, Item.decided_by, Item.decided_at, Item.conflict_kind,  # type: ignore[call-overload]
-                      Item.final_label, Item.updated_at).where(*_CHUNK)
+_CHUNK = (col(Item.project_id) == bindparam("project_id"), col(Item.id).between(bindparam("lo"), bindparam("hi")))
+_CHUNK_LOCK = select(col(Item.id)).where(*_CHUNK).with_for_update(skip_locked=True)
+_CHUNK_STATE = sa.select(col(Item.id), col(Item.status), col(Item.decided_by), col(Item.decided_at), col(Item.conflict_kind),
+                         col(Item.final_label), col(Item.updated_at)).where(*_CHUNK)
 _STORE_DECISION = update(Item.__table__).where(Item.__table__.c.id == bindparam("_id"))  # type: ignore[attr-defined]
 
 
@@ -414,7 +417,7 @@ def _single_choice(config: ProjectConfig, fit: Fit, t: VoteTable, counts: np.nda
 def _structured(config: ProjectConfig, scored: list[Scored], counts: np.ndarray, human: np.ndarray, available: np.ndarray) -> list[dict[str, Any]]:
     p = config.policy
     names = DEFAULT_KINDS
-    machine_left = available[:, [names.index(k) for k in _MACHINE]].any(axis=1)
+    machine_left = cast(np.ndarray, available[:, [names.index(k) for k in _MACHINE]].any(axis=1))  # 2-D: an array
     total = counts.sum(axis=1)
     taxonomy = config.labels.type == "taxonomy"
     leaves = set(config.labels.leaves) if taxonomy else set()  # type: ignore[union-attr]
@@ -440,7 +443,7 @@ def _structured(config: ProjectConfig, scored: list[Scored], counts: np.ndarray,
 
 
 def _key(session: Session, project: Project) -> tuple[str, int]:
-    return str(session.get_bind().url), project.id  # type: ignore[return-value]
+    return str(session.get_bind().engine.url), project.id  # type: ignore[return-value]
 
 
 def _fit_for(session: Session, project: Project, config: ProjectConfig) -> Fit:
@@ -486,18 +489,20 @@ def _refit_in_background(
 
 # after_vote's statements, built once: it runs on every vote, and building costs more than running
 _ITEM_STATE = (  # (id, status, decided_by, decided_at, conflict_kind, final_label, gold id, id)
-    select(Item.id, Item.status, Item.decided_by, Item.decided_at, Item.conflict_kind, Item.final_label, Gold.id, Item.id)
-    .outerjoin(Gold, Gold.item_id == Item.id)  # type: ignore[arg-type]
-    .where(Item.id == bindparam("item_id"))
+    sa.select(col(Item.id), col(Item.status), col(Item.decided_by), col(Item.decided_at), col(Item.conflict_kind),
+              col(Item.final_label), col(Gold.id), col(Item.id))
+    .outerjoin(Gold, col(Gold.item_id) == Item.id)
+    .where(col(Item.id) == bindparam("item_id"))
 )
 _ITEM_STATE_FIELDS = _ITEM_STATE.with_only_columns(
-    Item.id, Item.status, Item.decided_by, Item.decided_at, Item.conflict_kind, Item.final_label, Gold.id, Item.fields,  # type: ignore[arg-type]
+    col(Item.id), col(Item.status), col(Item.decided_by), col(Item.decided_at), col(Item.conflict_kind),
+    col(Item.final_label), col(Gold.id), col(Item.fields),
 )
-_VOTED_ITEMS = select(Vote.item_id).where(Vote.voter_id == bindparam("voter_id"))
+_VOTED_ITEMS = select(col(Vote.item_id)).where(col(Vote.voter_id) == bindparam("voter_id"))
 _ITEM_VOTES = (
-    select(Vote.item_id, Vote.voter_id, Vote.label, Vote.confidence, Voter.kind)
-    .join(Voter, Voter.id == Vote.voter_id)  # type: ignore[arg-type]
-    .where(Vote.item_id == bindparam("item_id"), Voter.status != "gated")
+    sa.select(col(Vote.item_id), col(Vote.voter_id), col(Vote.label), col(Vote.confidence), col(Voter.kind))
+    .join(Voter, col(Voter.id) == Vote.voter_id)
+    .where(col(Vote.item_id) == bindparam("item_id"), col(Voter.status) != "gated")
 )
 
 
@@ -545,7 +550,8 @@ def refit_changed(engine: Any, last_vote: dict[int, int]) -> int:
     from llmlabel.store.db import session_scope
 
     with session_scope(engine) as session:
-        latest = dict(session.exec(select(Vote.project_id, func.max(Vote.id)).group_by(Vote.project_id)).all())
+        latest: dict[int, int] = dict(session.exec(  # type: ignore[arg-type]  # SQLModel types ids int | None; max(id) of a group never is
+            select(col(Vote.project_id), func.max(col(Vote.id))).group_by(col(Vote.project_id))).all())
     refitted = 0
     for project_id, newest in latest.items():
         if last_vote.get(project_id) == newest:
