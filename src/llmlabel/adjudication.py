@@ -152,7 +152,7 @@ def resolve(
     item.votes_needed = 0
     session.add(item)
     session.flush()
-    decisions.refit(session, project=project, config=config, keep_final=True)
+    decisions.refit(session, project=project, config=config)
     return item
 
 

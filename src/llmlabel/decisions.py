@@ -218,19 +218,16 @@ def _fit_project(session: Session, project: Project, config: ProjectConfig, ever
 
 
 def refit(
-    session: Session, *, project: Project, config: ProjectConfig, final_round: bool = False, keep_final: bool = False,
+    session: Session, *, project: Project, config: ProjectConfig, final_round: bool = False,
     background: bool = False,
 ) -> RefitReport:
     """Fit reliability on everything known and re-decide every item of the project.
 
     ``final_round``: no more human votes are coming (a batch closes, a crowd is done), so an
     item that is not settled now is escalated to review instead of waiting for one.
-    ``keep_final``: final items stay final while consensus still picks their label (the
-    refits nobody asked for: periodic, after a resolution); an explicit refit, say after a
-    new target, re-decides every item from scratch. ``background``: a refit beside live
-    traffic (the server's periodic one) reads in a read-only transaction and commits the
-    decisions every ``STORE_CHUNK`` items, so it never holds a large project's rows, or
-    SQLite's write lock, for long.
+    ``background``: a refit beside live traffic (the server's periodic one) reads in a
+    read-only transaction and commits the decisions every ``STORE_CHUNK`` items, so it never
+    holds a large project's rows, or SQLite's write lock, for long.
     """
     started = time.perf_counter()
     read_at = utcnow()
@@ -241,7 +238,7 @@ def refit(
     else:
         f = _fit_project(session, project, config, every_item=True)
     by_status = _decide_and_store(session, project, config, f.fit, f.item_ids, f.table, f.gold_by_item,
-                                  humans_available=not final_round, keep_final=keep_final, read_at=read_at,
+                                  humans_available=not final_round, read_at=read_at,
                                   commit_chunks=background) if len(f.item_ids) else {}
     cal = f.fit.calibration
     return RefitReport(
@@ -275,7 +272,6 @@ def _decide_and_store(
     session: Session, project: Project, config: ProjectConfig, fit: Fit, item_ids: np.ndarray, t: VoteTable,
     gold: dict[int, Any],
     *,
-    keep_final: bool,
     humans_available: bool = True,
     current: dict[int, tuple[Any, ...]] | None = None,
     read_at: datetime | None = None,
@@ -285,13 +281,7 @@ def _decide_and_store(
     decided_by, decided_at, conflict_kind, final_label) when the caller has just read the
     one item; otherwise the items are read, locked and stored a chunk at a time, and an item
     decided since ``read_at`` (when its votes were read), by a vote that came meanwhile,
-    keeps that newer decision.
-
-    ``keep_final``: a final item stays final while consensus still picks its label, its
-    posterior updated; it reopens only if the label would change. Without it, a refit after
-    every resolution would send settled items back for votes whenever a reliability moved a
-    little, and exported labels would churn. Gating removes evidence, and an explicit refit
-    may follow a new policy, so those re-decide from scratch."""
+    keeps that newer decision."""
     n = len(item_ids)
     names = DEFAULT_KINDS
     cast = np.array([lab is not None for lab in t.labels], dtype=bool)
@@ -313,7 +303,7 @@ def _decide_and_store(
         for r in escalated:
             values[r]["conflict_kind"] = conflict_kind(by_item[r])
     if current is not None:
-        return _store(session, item_ids.tolist(), values, gold, current, {int(item_ids[0])}, keep_final)
+        return _store(session, item_ids.tolist(), values, gold, current, {int(item_ids[0])})
     by_status: dict[str, int] = defaultdict(int)
     postgres = session.get_bind().dialect.name == "postgresql"
     for start in range(0, n, STORE_CHUNK):
@@ -325,8 +315,7 @@ def _decide_and_store(
         free: set[int] = set(session.connection().execute(_CHUNK_LOCK, p).scalars()) if postgres else set(ids)  # type: ignore[arg-type]  # SQLModel types ids int | None; stored ones never are
         chunk = {r[0]: tuple(r[:6]) for r in session.connection().execute(_CHUNK_STATE, p)
                  if read_at is None or r[6] <= read_at}
-        for k, v in _store(session, ids, values[start:start + STORE_CHUNK], gold, chunk, free & set(chunk),
-                           keep_final).items():
+        for k, v in _store(session, ids, values[start:start + STORE_CHUNK], gold, chunk, free & set(chunk)).items():
             by_status[k] += v
         if commit_chunks:
             session.commit()
@@ -335,7 +324,7 @@ def _decide_and_store(
 
 def _store(
     session: Session, ids: list[int], values: list[dict[str, Any]], gold: dict[int, Any],
-    current: dict[int, tuple[Any, ...]], writable: set[int], keep_final: bool,
+    current: dict[int, tuple[Any, ...]], writable: set[int],
 ) -> dict[str, int]:
     now = utcnow()
     out: list[dict[str, Any]] = []
@@ -349,10 +338,6 @@ def _store(
             continue
         if item_id not in writable:
             continue
-        same_label = status == "final" and canonical_json(v.pop("best")) == canonical_json(final_label)
-        if keep_final and same_label and v["status"] != "final":
-            v.update(status="final", final_label=final_label, decided_by=decided_by, next_kind=None, votes_needed=0,
-                     priority=0.0, conflict_kind=None)
         if status == "escalated" and v["status"] == "open":
             # once escalated, an item waits for its reviewer; new evidence may settle it, but a
             # refit does not send it back to collect votes
@@ -360,8 +345,8 @@ def _store(
         if item_id in gold:
             v.update(status="final", final_label=gold[item_id], confidence=1.0, decided_by="gold", decided_level=None,
                      next_kind=None, votes_needed=0, priority=0.0, conflict_kind=None)
-            same_label = status == "final" and canonical_json(gold[item_id]) == canonical_json(final_label)
-        final_before = same_label and decided_at is not None
+        final_before = (status == "final" and decided_at is not None  # the same decision, made earlier
+                        and canonical_json(v["final_label"]) == canonical_json(final_label))
         v.update(_id=item_id, updated_at=now,
                  decided_at=(decided_at if final_before else now) if v["status"] == "final" else None)
         by_status[v["status"]] += 1
@@ -399,8 +384,7 @@ def _single_choice(config: ProjectConfig, fit: Fit, t: VoteTable, counts: np.nda
     for r in range(post.shape[0]):
         c, label = int(dec.code[r]), fit.classes[int(dec.label[r])]
         v: dict[str, Any] = {"posterior": dict(zip(fit.classes, np.round(post[r], 6).tolist(), strict=True)),
-                             "confidence": float(dec.confidence[r]), "decided_level": None, "conflict_kind": None,
-                             "best": label}
+                             "confidence": float(dec.confidence[r]), "decided_level": None, "conflict_kind": None}
         if c == Decision.FINAL:
             v.update(status="final", final_label=label, decided_by=str(dec.decided_by[r]), next_kind=None,
                      votes_needed=0, priority=0.0)
@@ -426,7 +410,7 @@ def _structured(config: ProjectConfig, scored: list[Scored], counts: np.ndarray,
         reached = s.confidence >= p.target_confidence and (not taxonomy or s.level is not None)
         leaf_reached = reached and (not taxonomy or s.level == config.labels.depth or s.label in leaves)  # type: ignore[union-attr]
         v: dict[str, Any] = {"posterior": s.posterior, "confidence": s.confidence, "decided_level": s.level,
-                             "conflict_kind": None, "best": s.label}
+                             "conflict_kind": None}
         humans_ok = human[r] >= p.min_human_votes
         spent = total[r] >= p.max_votes
         if (leaf_reached and humans_ok) or (spent and reached and humans_ok):
@@ -510,7 +494,7 @@ def after_vote(session: Session, *, project: Project, config: ProjectConfig, ite
     """Re-decide one item after a vote, with the current fit (a periodic refit keeps it fresh)."""
     fit = _fit_for(session, project, config)
     fit.new_votes += 1
-    _redecide(session, project, config, fit, item_id, keep_final=True)
+    _redecide(session, project, config, fit, item_id)
 
 
 def after_gating(session: Session, *, project: Project, config: ProjectConfig, voter_id: int) -> None:
@@ -520,11 +504,11 @@ def after_gating(session: Session, *, project: Project, config: ProjectConfig, v
     would hold up every request behind it."""
     fit = _fit_project(session, project, config).fit
     for item_id in session.execute(_VOTED_ITEMS, {"voter_id": voter_id}).scalars().all():
-        _redecide(session, project, config, fit, item_id, keep_final=False)
+        _redecide(session, project, config, fit, item_id)
 
 
 def _redecide(
-    session: Session, project: Project, config: ProjectConfig, fit: Fit, item_id: int, keep_final: bool,
+    session: Session, project: Project, config: ProjectConfig, fit: Fit, item_id: int,
 ) -> None:
     need_fields = isinstance(config.labels, Options)
     state = session.connection().execute(_ITEM_STATE_FIELDS if need_fields else _ITEM_STATE, {"item_id": item_id}).first()
@@ -534,7 +518,7 @@ def _redecide(
     table = _table(rows, np.array([item_id], dtype=np.int64), fit.voter_code, fit.kind_names,
                    [state[7]] if need_fields else None)
     _decide_and_store(session, project, config, fit, np.array([item_id], dtype=np.int64), table, {},
-                      current={item_id: tuple(state[:6])}, keep_final=keep_final)
+                      current={item_id: tuple(state[:6])})
 
 
 def voter_reliabilities(session: Session, *, project: Project, config: ProjectConfig) -> dict[int, float]:
@@ -560,8 +544,7 @@ def refit_changed(engine: Any, last_vote: dict[int, int]) -> int:
             project = session.get(Project, project_id)
             if project is None:
                 continue
-            refit(session, project=project, config=project_config(session, project=project), keep_final=True,
-                  background=True)
+            refit(session, project=project, config=project_config(session, project=project), background=True)
         last_vote[project_id] = newest
         refitted += 1
     return refitted

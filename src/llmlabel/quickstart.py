@@ -168,12 +168,15 @@ def run(
         used = sum(v for v, _ in results)
         progress(f"workers answered {used} tasks and handed back {sum(r for _, r in results)}")
         with session_scope(engine) as session:  # the crowd is spent: what is not settled goes to review
-            report = refit(session, project=project, config=config, final_round=True)
-        if report.calibration_method:
-            progress(f"calibration on held-out gold: ECE {report.ece_before:.3f} → {report.ece_after:.3f} ({report.calibration_method})")
+            settled = refit(session, project=project, config=config, final_round=True)
+        if settled.calibration_method:
+            progress(f"calibration on held-out gold: ECE {settled.ece_before:.3f} → {settled.ece_after:.3f} "
+                     f"({settled.calibration_method})")
         else:
             progress("calibration: not measured: too few gold items received votes (needs 30)")
         resolved = _review(server.url, config.name, reviewer, truth, progress)
+    with session_scope(engine) as session:  # the resolutions refitted reliability: settle what that reopened
+        refit(session, project=project, config=config, final_round=True)
 
     exports = {}
     for fmt in ("jsonl", "csv"):

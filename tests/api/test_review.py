@@ -101,32 +101,6 @@ def test_blind_review_shows_the_votes_only_after_the_reviewers_own_answer(api: A
     assert done.status_code == 200 and done.json()["status"] == "final"
 
 
-def test_a_refit_nobody_asked_for_keeps_a_final_label_while_consensus_backs_it(api: Api) -> None:
-    api.project("p", target_confidence=0.8, min_human_votes=1)
-    api.items("p", reviews(2))
-    for name in ("ann", "bob", "cy"):
-        human_vote(api, "p", "r0000", "positive", name)
-    api.client.post("/api/v1/projects/p/consensus", headers=api.admin)
-    decided = api.item("p", "r0000")
-    assert (decided["status"], decided["label"]) == ("final", "positive")
-    decided_at = api.db_item("p", "r0000").decided_at
-    api.project("p", target_confidence=0.99999, min_human_votes=1)  # a stricter policy
-    decisions.refit_changed(api.engine, {})  # the server's periodic refit: settled stays settled
-    kept = api.item("p", "r0000")
-    assert (kept["status"], kept["label"]) == ("final", "positive") and kept["confidence"] < 0.99999
-    assert api.db_item("p", "r0000").decided_at == decided_at
-    api.client.post("/api/v1/projects/p/consensus", headers=api.admin)  # an explicit refit applies the new target
-    assert api.item("p", "r0000")["status"] == "open"
-    api.project("p", target_confidence=0.8, min_human_votes=1)
-    api.client.post("/api/v1/projects/p/consensus", headers=api.admin)
-    assert api.item("p", "r0000")["status"] == "final"
-    for name in ("dee", "eve", "fay", "gus"):  # the evidence turns: a kept decision would now be wrong
-        human_vote(api, "p", "r0000", "negative", name)
-    decisions.refit_changed(api.engine, {})
-    turned = api.item("p", "r0000")
-    assert turned["status"] != "final" or turned["label"] == "negative", turned
-
-
 def test_a_background_refit_stores_in_chunks_and_keeps_decisions_made_meanwhile(
     api: Api, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
