@@ -1,15 +1,14 @@
 """The ledger of provider calls: cache, cost, budget, and the run's one database writer.
 
-Every provider call becomes an ``LLMCall`` row right after the provider answers, in its own
-short transaction, before the vote it leads to. That order is what makes a crash cheap: an
-answer that reached the ledger is never paid for again (an identical request, same
-``request_hash`` with outcome ``ok``, is answered from the ledger), so after ``kill -9`` the
-only calls made twice are those that were in flight.
+Every provider call becomes an ``LLMCall`` row as soon as the provider answers, committed
+before or with the vote it leads to. That order is what makes a crash cheap: an answer that
+reached the ledger is never paid for again (an identical request, same ``request_hash`` with
+outcome ``ok``, is answered from the ledger). A call keeps its concurrency slot until its row
+is committed, so after ``kill -9`` the only calls made twice are those that were in flight.
 
 Writes go through one thread (``Writer``) that commits whatever has queued up in one
-transaction (group commit): a caller still waits for its own row to be durable, but a hundred
-concurrent callers share one commit, which keeps SQLite's single writer from becoming the
-bottleneck and keeps the event loop free.
+transaction (group commit): a hundred concurrent callers share one commit, which keeps
+SQLite's single writer from becoming the bottleneck and keeps the event loop free.
 """
 
 from __future__ import annotations
@@ -20,6 +19,7 @@ import hashlib
 import json
 import queue
 import threading
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -30,8 +30,10 @@ from sqlmodel import Session
 
 from llmlabel.errors import BudgetExceededError
 from llmlabel.labelers.completion import Completion, CompletionRequest
+from llmlabel.store import leases
 from llmlabel.store.db import reader, session_scope
 from llmlabel.store.tables import LLMCall, utcnow
+from llmlabel.votes import NewVote, record_votes
 
 
 def request_hash(request: CompletionRequest, scope: str = "") -> str:
@@ -127,21 +129,53 @@ _INSERT_CALL = insert(LLMCall.__table__)  # type: ignore[attr-defined]
 _STOP = object()
 
 
-class _CallInsert:
-    """The op that inserts one ledger row; the writer merges those of a batch into one statement."""
+class _Op:
+    """Work whose caller awaits the result."""
 
-    __slots__ = ("values",)
+    __slots__ = ("fn", "fut", "loop")
 
-    def __init__(self, values: dict[str, Any]) -> None:
-        self.values = values
+    def __init__(self, fn: Op, loop: asyncio.AbstractEventLoop, fut: asyncio.Future[Any]) -> None:
+        self.fn, self.loop, self.fut = fn, loop, fut
+
+
+class _Call:
+    """A ledger row; ``done`` runs on ``loop`` once the row is committed (or failed to be)."""
+
+    __slots__ = ("done", "loop", "values")
+
+    def __init__(self, values: dict[str, Any], loop: asyncio.AbstractEventLoop | None,
+                 done: Callable[[], Any] | None) -> None:
+        self.values, self.loop, self.done = values, loop, done
+
+
+class _Vote:
+    """A vote, and the lease it finishes: nobody waits for it (``flush`` does)."""
+
+    __slots__ = ("lease_id", "project_id", "vote")
+
+    def __init__(self, project_id: int, vote: NewVote, lease_id: int) -> None:
+        self.project_id, self.vote, self.lease_id = project_id, vote, lease_id
 
 
 class Writer:
-    """One thread doing all of a run's writes, committing each batch of queued work at once."""
+    """One thread doing all of a run's writes, committing each batch of queued work at once.
 
-    def __init__(self, engine: Engine, max_batch: int = 512) -> None:
+    Three kinds of writes: ``submit`` (an op whose result a caller awaits: claims, releases),
+    ``record_call`` (a ledger row; its ``done`` callback, e.g. giving back the call's
+    concurrency slot, runs once the row is durable) and ``record_vote`` (a vote with the lease
+    it finishes). The writer merges what a batch holds: its ledger rows in one statement, its
+    votes in one ``record_votes`` and one lease update. Votes also wait up to ``vote_delay``
+    seconds for others (``vote_batch`` of them go at once): nothing waits for them, and few
+    large statements cost the writer far less than many small ones. A crash loses at most the
+    waiting votes, whose answers are in the ledger already: the next run turns them into votes
+    without a call. A write nobody awaits that fails is raised by the next ``check``,
+    ``flush`` or ``close``."""
+
+    def __init__(self, engine: Engine, max_batch: int = 512, *, vote_batch: int = 256, vote_delay: float = 0.05) -> None:
         self.engine = engine
         self.max_batch = max_batch
+        self.vote_batch, self.vote_delay = vote_batch, vote_delay
+        self.error: BaseException | None = None
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name="llmlabel-writer", daemon=True)
         self._thread.start()
@@ -150,24 +184,65 @@ class Writer:
         """Run ``op(session)`` in the next transaction; the future resolves once committed."""
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[Any] = loop.create_future()
-        self._queue.put((op, loop, fut))
+        if not self._thread.is_alive():  # closed, or died: nobody would ever answer
+            fut.set_exception(self.error or RuntimeError("the run's database writer has stopped"))
+        else:
+            self._queue.put(_Op(op, loop, fut))
         return fut
 
-    def record_call(self, row: CallRow) -> asyncio.Future[Any]:
-        return self.submit(_CallInsert({**row.__dict__, "created_at": utcnow()}))
+    def record_call(self, row: CallRow, done: Callable[[], Any] | None = None) -> None:
+        """Insert a ledger row; ``done()`` runs on the caller's loop once it is committed."""
+        loop = asyncio.get_running_loop() if done is not None else None
+        self._queue.put(_Call({**row.__dict__, "created_at": utcnow()}, loop, done))
+
+    def record_vote(self, *, project_id: int, vote: NewVote, lease_id: int) -> None:
+        """Record a vote and finish its lease, in one transaction, soon."""
+        self._queue.put(_Vote(project_id, vote, lease_id))
+
+    def check(self) -> None:
+        """Raise the first failure of a write nobody awaited."""
+        if self.error is not None:
+            raise self.error
+
+    async def flush(self) -> None:
+        """Wait until everything handed over so far is committed; raise if any of it failed."""
+        await self.submit(lambda session: None)
+        self.check()
 
     def close(self) -> None:
         self._queue.put(_STOP)
         self._thread.join()
+        self.check()
+
+    # -- the writer thread -------------------------------------------------------------------
 
     def _run(self) -> None:
+        try:
+            self._loop()
+        except BaseException as exc:  # a bug here must fail the run, not leave it waiting forever
+            self.error = self.error or exc
+            rest = []
+            with contextlib.suppress(queue.Empty):
+                while True:
+                    rest.append(self._queue.get_nowait())
+            rest = [e for e in rest if e is not _STOP]
+            _notify(rest, [self.error] * len(rest))
+            raise
+
+    def _loop(self) -> None:
+        held: list[_Vote] = []  # votes waiting for others
+        since = 0.0
         while True:
-            first = self._queue.get()
-            if first is _STOP:
-                return
-            batch = [first]
-            stop = False
-            while len(batch) < self.max_batch:
+            timeout = None if not held else max(0.0, since + self.vote_delay - time.monotonic())
+            try:
+                first = self._queue.get(timeout=timeout)
+            except queue.Empty:
+                first = None
+            batch: list[Any] = []
+            stop = first is _STOP
+            if first is not None and not stop:
+                batch.append(first)
+            while not stop and len(batch) < self.max_batch:
                 try:
                     nxt = self._queue.get_nowait()
                 except queue.Empty:
@@ -176,47 +251,65 @@ class Writer:
                     stop = True
                     break
                 batch.append(nxt)
-            self._commit(batch)
+            votes = [e for e in batch if type(e) is _Vote]
+            if votes:
+                if not held:
+                    since = time.monotonic()
+                held += votes
+                batch = [e for e in batch if type(e) is not _Vote]
+            # the votes go when they have waited long enough, are many, or someone waits for all
+            if held and (stop or len(held) >= self.vote_batch or time.monotonic() >= since + self.vote_delay
+                         or any(type(e) is _Op for e in batch)):
+                batch = held + batch  # before the ops: a flush behind them sees them committed
+                held = []
+            if batch:
+                self._commit(batch)
             if stop:
                 return
 
     def _commit(self, batch: list[Any]) -> None:
         try:
             with session_scope(self.engine) as session:
-                rows = [op.values for op, _, _ in batch if isinstance(op, _CallInsert)]
+                rows = [e.values for e in batch if type(e) is _Call]
                 if rows:  # the ledger rows of the batch in one statement
                     session.execute(_INSERT_CALL, rows)
-                results = [None if isinstance(op, _CallInsert) else op(session) for op, _, _ in batch]
-        except Exception:
-            if len(batch) > 1:  # find the bad op: commit the others one by one
+                votes = [e for e in batch if type(e) is _Vote]
+                for project_id in {v.project_id for v in votes}:  # one project in practice
+                    mine = [v for v in votes if v.project_id == project_id]
+                    record_votes(session, project_id=project_id, votes=[v.vote for v in mine])
+                    leases.finish(session, lease_ids=[v.lease_id for v in mine])
+                results = [e.fn(session) if type(e) is _Op else None for e in batch]
+        except Exception as exc:
+            if len(batch) > 1:  # find the bad write: commit the others one by one
                 for one in batch:
                     self._commit([one])
                 return
-            _, loop, fut = batch[0]
-            exc = _current_exception()
-            _notify(loop, fut, None, exc)
+            if type(batch[0]) is not _Op and self.error is None:
+                self.error = exc
+            _notify(batch, [exc])
             return
-        for (_, loop, fut), result in zip(batch, results, strict=True):
-            _notify(loop, fut, result, None)
+        _notify(batch, results)
 
 
-def _current_exception() -> BaseException:
-    import sys
+def _notify(batch: list[Any], results: list[Any]) -> None:
+    """Tell each waiting loop, once per batch, what became of its writes (``results`` holds the
+    error alone when the batch is one failed write)."""
+    per_loop: dict[asyncio.AbstractEventLoop, list[tuple[Any, Any]]] = {}
+    for entry, result in zip(batch, results, strict=True):
+        if type(entry) is _Op or (type(entry) is _Call and entry.loop is not None):
+            per_loop.setdefault(entry.loop, []).append((entry, result))
+    for loop, done in per_loop.items():
+        with contextlib.suppress(RuntimeError):  # the loop is gone (run torn down): nobody waits
+            loop.call_soon_threadsafe(_settle, done)
 
-    exc = sys.exc_info()[1]
-    assert exc is not None
-    return exc
 
-
-def _notify(loop: asyncio.AbstractEventLoop, fut: asyncio.Future[Any], result: Any, exc: BaseException | None) -> None:
-    with contextlib.suppress(RuntimeError):  # the loop is gone (run torn down): nobody waits
-        loop.call_soon_threadsafe(_settle, fut, result, exc)
-
-
-def _settle(fut: asyncio.Future[Any], result: Any, exc: BaseException | None) -> None:
-    if fut.done():
-        return
-    if exc is not None:
-        fut.set_exception(exc)
-    else:
-        fut.set_result(result)
+def _settle(done: list[tuple[Any, Any]]) -> None:
+    for entry, result in done:
+        if type(entry) is _Call:
+            if entry.done is not None:
+                entry.done()
+        elif not entry.fut.done():
+            if isinstance(result, BaseException):
+                entry.fut.set_exception(result)
+            else:
+                entry.fut.set_result(result)

@@ -166,36 +166,40 @@ class LLMLabeler:
             tally.cache_hits += 1
             return cached.completion() if isinstance(cached, Cached) else cached
         self.budget.check()
+        self.writer.check()
 
-        async def failed(req: CompletionRequest, exc: Exception, latency: float) -> None:
+        def failed(req: CompletionRequest, exc: Exception, latency: float) -> None:
             tally.calls += 1
             status = getattr(exc, "status", None)
-            await self.writer.record_call(self._row(req, h, outcome="error", latency_ms=latency,
-                                                    error=f"{status or ''} {exc}".strip()[:2000]))
+            self.writer.record_call(self._row(req, h, outcome="error", latency_ms=latency,
+                                              error=f"{status or ''} {exc}".strip()[:2000]))
 
-        async with self.limits.slots:
-            try:
-                result, _ = await call_with_retries(
-                    self.completer, request, limits=self.limits, max_attempts=self.labeler.max_attempts, on_failure=failed,
-                )
-            except TransientError as exc:
+        slots = self.limits.slots
+        await slots.acquire()
+        try:
+            result, _ = await call_with_retries(
+                self.completer, request, limits=self.limits, max_attempts=self.labeler.max_attempts, on_failure=failed,
+            )
+        except BaseException as exc:
+            slots.release()
+            if isinstance(exc, TransientError):
                 raise ItemFailed(f"gave up after {self.labeler.max_attempts} attempts: {exc}") from exc
-            except PermanentError as exc:
-                if exc.status in FATAL_STATUSES:
-                    raise ProviderError(
-                        f"labeler {self.labeler.name!r}: HTTP {exc.status} from {request.model}: {exc} "
-                        "(check the model name, the API key and api_base)", attempts=1,
-                    ) from exc
-                raise
-            tally.calls += 1
-            tally.cost += result.cost_usd
-            tally.latency_ms += result.latency_ms
-            self.budget.add(result.cost_usd)
-            # durable before we go on: a crash after this point never pays for this answer again
-            await self.writer.record_call(self._row(
-                request, h, outcome="ok", response=result.to_dict(), prompt_tokens=result.prompt_tokens,
-                completion_tokens=result.completion_tokens, cost_usd=result.cost_usd, latency_ms=result.latency_ms,
-            ))
+            if isinstance(exc, PermanentError) and exc.status in FATAL_STATUSES:
+                raise ProviderError(
+                    f"labeler {self.labeler.name!r}: HTTP {exc.status} from {request.model}: {exc} "
+                    "(check the model name, the API key and api_base)", attempts=1,
+                ) from exc
+            raise
+        tally.calls += 1
+        tally.cost += result.cost_usd
+        tally.latency_ms += result.latency_ms
+        self.budget.add(result.cost_usd)
+        # The slot is given back once the row is committed, not before: a crash after that never
+        # pays for this answer again, and before it at most the calls holding slots are lost.
+        self.writer.record_call(self._row(
+            request, h, outcome="ok", response=result.to_dict(), prompt_tokens=result.prompt_tokens,
+            completion_tokens=result.completion_tokens, cost_usd=result.cost_usd, latency_ms=result.latency_ms,
+        ), done=slots.release)
         return result
 
     # -- reading answers -----------------------------------------------------------------------

@@ -11,14 +11,14 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt
 
 from llmlabel.labelers.completion import Completer, Completion, CompletionRequest, TransientError
 from llmlabel.labelers.limits import Limits
 
-OnFailure = Callable[[CompletionRequest, Exception, float], Awaitable[None]]
+OnFailure = Callable[[CompletionRequest, Exception, float], None]
 
 
 def backoff(attempt: int, *, base: float = 0.5, cap: float = 30.0) -> float:
@@ -61,7 +61,7 @@ async def call_with_retries(
             if isinstance(exc, TransientError) and exc.retry_after:
                 limits.pause(exc.retry_after)
             if on_failure is not None:
-                await on_failure(request, exc, (time.perf_counter() - started) * 1000.0)
+                on_failure(request, exc, (time.perf_counter() - started) * 1000.0)
             raise
         limits.settle(estimate, result.prompt_tokens + result.completion_tokens)
         return result

@@ -6,10 +6,11 @@ several ``llmlabel label`` processes split the work and a dead process's items c
 its leases expire. It renders each item's first request and looks all of a batch's request
 hashes up in the ledger at once, so a resumed or repeated run answers them without a call.
 When a whole batch was answered from the ledger, the next claim is larger (a re-run goes at
-the database's pace, not the provider's). Workers turn items into votes; votes waiting to be
-written go in one statement, each with its lease's end, in one transaction. All of a run's writes (claims, ledger rows, votes, releases) go through its single writer thread: on
-SQLite, writers on several connections of one process would queue on the file lock through
-SQLite's sleeping busy handler, which costs far more than the writes.
+the database's pace, not the provider's). Workers turn items into votes and hand them to the
+run's single writer thread, which writes them in batches, each vote with its lease's end, in
+one transaction. All of a run's writes (claims, ledger rows, votes, releases) go through that
+thread: on SQLite, writers on several connections of one process would queue on the file lock
+through SQLite's sleeping busy handler, which costs far more than the writes.
 
 Stopping early (budget spent, a labeler's key rejected, Ctrl-C) releases the unstarted
 leases at once, so the items are immediately available to the next run.
@@ -39,7 +40,7 @@ from llmlabel.projects import get_or_create_voter
 from llmlabel.store import leases
 from llmlabel.store.db import reader
 from llmlabel.store.tables import Gold, Item
-from llmlabel.votes import NewVote, VoteInput, record_votes
+from llmlabel.votes import NewVote
 
 CACHED_BATCH = 1024  # items per claim once the ledger answers whole batches
 
@@ -167,7 +168,6 @@ class Run:
             project_id=self.project_id, run_id=self.run_id,
         )
         work: asyncio.Queue[Work | None] = asyncio.Queue(maxsize=cfg.concurrency * 2)
-        votes = VoteWriter(writer, self.project_id, voter_id)
         stop = asyncio.Event()
         consecutive_failures = 0
         mine: set[int] = set()  # items this process holds: a lease of ours that lapsed while the
@@ -237,55 +237,12 @@ class Run:
             stats.calls += tally.calls
             stats.cache_hits += tally.cache_hits
             stats.cost_usd += tally.cost
-            votes.add(unit, vote)
+            writer.record_vote(project_id=self.project_id, vote=NewVote(unit.item_id, voter_id, vote),
+                               lease_id=unit.lease_id)
             if self.progress is not None:
                 self.progress(stats)
 
         try:
             await asyncio.gather(produce(), *(consume() for _ in range(cfg.concurrency)))
         finally:
-            await votes.flush()
-
-
-class VoteWriter:
-    """A labeler's votes on their way to the database, written in batches: a vote waits up to
-    ``delay`` seconds for others to join it (``batch`` of them go at once), then they go in one
-    statement, each with the end of its lease, in one transaction (a vote is never without its
-    lease done, nor the reverse). A crash loses at most the waiting votes, whose answers are in
-    the ledger already: the next run turns them into votes without a call."""
-
-    def __init__(self, writer: Writer, project_id: int, voter_id: int, *, batch: int = 256, delay: float = 0.05) -> None:
-        self.writer, self.project_id, self.voter_id = writer, project_id, voter_id
-        self.batch, self.delay = batch, delay
-        self.pending: list[tuple[Work, VoteInput]] = []
-        self.task: asyncio.Task[None] | None = None
-        self.closing = False
-
-    def add(self, unit: Work, vote: VoteInput) -> None:
-        self.pending.append((unit, vote))
-        if self.task is None or self.task.done():
-            self.task = asyncio.ensure_future(self._drain())
-
-    async def _drain(self) -> None:
-        while self.pending:
-            if len(self.pending) < self.batch and not self.closing:
-                await asyncio.sleep(self.delay)
-            batch, self.pending = self.pending[:self.batch], self.pending[self.batch:]
-            await self.writer.submit(_votes_op(self.project_id, self.voter_id, batch))
-
-    async def flush(self) -> None:
-        """Write every vote added so far, and wait until committed (raises if a write failed)."""
-        self.closing = True
-        while self.task is not None:
-            task = self.task
-            await task
-            if self.task is task:
-                return
-
-
-def _votes_op(project_id: int, voter_id: int, batch: list[tuple[Work, VoteInput]]) -> Callable[[Session], Any]:
-    def op(session: Session) -> None:
-        record_votes(session, project_id=project_id, votes=[NewVote(u.item_id, voter_id, v) for u, v in batch])
-        leases.finish(session, lease_ids=[u.lease_id for u, _ in batch])
-
-    return op
+            await writer.flush()  # this labeler's votes are committed (or the failure raised)
