@@ -57,3 +57,29 @@ def test_few_shot_never_shows_the_items_own_gold() -> None:
     assert [e.answer for e in fixed.pick(1, "")] == ['{"label": "pos"}']
     system, _ = p.messages({"title": "battery", "text": "x"}, picked)
     assert "Labeled examples" in system["content"] and '{"label": "pos"}' in system["content"]
+
+
+def test_user_message_is_what_jinja_renders_for_any_user_template(tmp_path: Path) -> None:
+    """The default user template is filled in without Jinja (text around ``{{ item }}``); any
+    other template goes through Jinja; both give what ``Template.render`` gives."""
+    (tmp_path / "prompts").mkdir()
+    (tmp_path / "prompts" / "default.system.j2").write_text("Label it.")
+    fields = {"title": "T", "text": "  spaced  "}
+    templates = [None, "{{ item }}", "Before\n{{- item }}\n\nafter\n", "<{{ item | upper }}>",
+                 "{% if fields.title %}{{ fields.title }}: {% endif %}{{ item }}", "{{ item }}{{ item }}"]
+    for source in templates:
+        if source is not None:
+            (tmp_path / "prompts" / "default.user.j2").write_text(source)
+        p = prompter(tmp_path if source is not None else None)
+        expected = p.user.render(item=p.item_text(fields), fields=fields).strip()
+        assert p.messages(fields)[1]["content"] == expected, source
+        assert (p._user_frame is not None) == (source in (None, "{{ item }}", "Before\n{{- item }}\n\nafter\n"))
+
+
+def test_system_prompt_follows_the_schema_of_each_options_item() -> None:
+    cfg = parse_config({"name": "p", "labels": {"type": "options", "field": "options"},
+                        "labelers": [{"name": "l", "model": "openai/x"}]})
+    p = Prompter(cfg, cfg.labelers[0])
+    two, three = (p.messages({"text": "q", "options": list("ab")})[0]["content"],
+                  p.messages({"text": "q", "options": list("abc")})[0]["content"])
+    assert '"enum": [0, 1]' in two and '"enum": [0, 1, 2]' in three

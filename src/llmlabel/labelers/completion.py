@@ -172,9 +172,13 @@ def _field(obj: Any, name: str) -> Any:
 def _token(entry: Any) -> dict[str, Any]:
     """A logprobs entry (a dict, or litellm's object: read, not dumped) as a plain dict without
     its ``bytes``: never read, and most of what the ledger would store and decode again."""
-    alternatives = [{"token": _field(a, "token"), "logprob": _field(a, "logprob")}
-                    for a in _field(entry, "top_logprobs") or []]
-    return {"token": _field(entry, "token"), "logprob": _field(entry, "logprob"), "top_logprobs": alternatives}
+    if isinstance(entry, dict):
+        alternatives = [{"token": _field(a, "token"), "logprob": _field(a, "logprob")}
+                        for a in entry.get("top_logprobs") or []]
+        return {"token": entry.get("token"), "logprob": entry.get("logprob"), "top_logprobs": alternatives}
+    alternatives = [{"token": getattr(a, "token", None), "logprob": getattr(a, "logprob", None)}
+                    for a in getattr(entry, "top_logprobs", None) or []]
+    return {"token": getattr(entry, "token", None), "logprob": getattr(entry, "logprob", None), "top_logprobs": alternatives}
 
 
 def _choices(raw: Any) -> list[Choice]:

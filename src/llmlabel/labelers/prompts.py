@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from jinja2 import Environment, FileSystemLoader, StrictUndefined, TemplateNotFound
+from jinja2 import Environment, FileSystemLoader, StrictUndefined, TemplateNotFound, nodes
 
 from llmlabel.config import LabelerConfig, ProjectConfig
 from llmlabel.errors import ConfigError
@@ -81,6 +81,8 @@ class Prompter:
             ) from None
         sources = [Path(t.filename).read_text(encoding="utf-8") for t in (self.system, self.user) if t.filename]
         self._systems: dict[str, str] = {}
+        self._user_frame = _frame(env, sources[1]) if len(sources) == 2 else None
+        self._fixed_schema = not isinstance(self.schema, Options)  # the same answer schema for every item
         self.item_template = config.item_template
         self.version = _digest({
             "templates": sources,
@@ -109,10 +111,23 @@ class Prompter:
         return [c.model_dump() for c in s.classes]
 
     def messages(self, fields: Mapping[str, Any], examples: Sequence[Example] = ()) -> list[dict[str, str]]:
-        schema = json_schema(self.schema, fields, verbalized=self.verbalized)
-        key = json.dumps([schema, [(e.text, e.answer) for e in examples]], ensure_ascii=False)
-        system = self._systems.get(key)
+        system = self._systems.get("") if self._fixed_schema and not examples else None
         if system is None:  # the same for most items: rendered once (Jinja contexts are not free)
+            system = self._system(fields, examples)
+        item = self.item_text(fields)
+        if self._user_frame is not None:  # what Jinja2 would render, without a context per item
+            before, after = self._user_frame
+            user = before + item + after
+        else:
+            user = self.user.render(item=item, fields=fields)
+        return [{"role": "system", "content": system}, {"role": "user", "content": user.strip()}]
+
+    def _system(self, fields: Mapping[str, Any], examples: Sequence[Example]) -> str:
+        schema = json_schema(self.schema, fields, verbalized=self.verbalized)
+        key = "" if self._fixed_schema and not examples else json.dumps(
+            [schema, [(e.text, e.answer) for e in examples]], ensure_ascii=False)
+        system = self._systems.get(key)
+        if system is None:
             task, help_ = _TASKS[self.schema.type]
             system = self.system.render(
                 project=self.config.name, description=self.config.description,
@@ -122,12 +137,27 @@ class Prompter:
             ).strip()
             if len(self._systems) < 1024:
                 self._systems[key] = system
-        user = self.user.render(item=self.item_text(fields), fields=fields)
-        return [{"role": "system", "content": system}, {"role": "user", "content": user.strip()}]
+        return system
 
     def example(self, fields: Mapping[str, Any], label: Any) -> Example:
         answer = json.dumps({label_field(self.schema): label}, ensure_ascii=False)
         return Example(text=self.item_text(fields), answer=answer)
+
+
+def _frame(env: Environment, source: str) -> tuple[str, str] | None:
+    """A user template that is text around one bare ``{{ item }}`` (the default one) as the text
+    before and after it; None for any other template (filters, conditions, other fields)."""
+    body = env.parse(source).body
+    if len(body) != 1 or not isinstance(body[0], nodes.Output):
+        return None
+    parts = body[0].nodes
+    names = [i for i, n in enumerate(parts) if isinstance(n, nodes.Name)]
+    if len(names) != 1 or parts[names[0]].name != "item":  # type: ignore[attr-defined]
+        return None
+    if not all(isinstance(n, nodes.TemplateData) for i, n in enumerate(parts) if i != names[0]):
+        return None
+    text = [n.data if isinstance(n, nodes.TemplateData) else "" for n in parts]
+    return "".join(text[:names[0]]), "".join(text[names[0] + 1:])
 
 
 def _digest(obj: Any) -> str:
