@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from functools import cache
 from typing import Any, Protocol
@@ -198,7 +198,7 @@ def _choices(raw: Any) -> list[Choice]:
     return out
 
 
-def litellm_completer(cost: CostOverride | None = None) -> Callable[[CompletionRequest], Awaitable[Completion]]:
+def litellm_completer(cost: CostOverride | None = None) -> Completer:
     """A completer calling ``litellm.acompletion`` once per request: no retries inside."""
     litellm = _litellm()
 

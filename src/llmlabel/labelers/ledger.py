@@ -26,7 +26,7 @@ from typing import Any
 
 from sqlalchemy import Text, cast, func, insert, select
 from sqlalchemy.engine import Engine
-from sqlmodel import Session
+from sqlmodel import Session, col
 
 from llmlabel.errors import BudgetExceededError
 from llmlabel.labelers.completion import Completion, CompletionRequest
@@ -65,9 +65,9 @@ def lookup(engine: Engine, hashes: Iterable[str]) -> dict[str, Cached]:
     with Session(reader(engine)) as session:
         for i in range(0, len(wanted), 500):
             rows = session.execute(
-                select(LLMCall.request_hash, cast(LLMCall.response, Text), LLMCall.latency_ms)
-                .where(LLMCall.request_hash.in_(wanted[i:i + 500]), LLMCall.outcome == "ok")  # type: ignore[attr-defined]
-                .order_by(LLMCall.id)  # type: ignore[arg-type]
+                select(col(LLMCall.request_hash), cast(col(LLMCall.response), Text), col(LLMCall.latency_ms))
+                .where(col(LLMCall.request_hash).in_(wanted[i:i + 500]), col(LLMCall.outcome) == "ok")
+                .order_by(col(LLMCall.id))
             ).all()
             for h, response, latency in rows:
                 if response is not None and response.lstrip().startswith("{"):
@@ -78,7 +78,7 @@ def lookup(engine: Engine, hashes: Iterable[str]) -> dict[str, Cached]:
 def spent(engine: Engine, run_id: str) -> float:
     """USD the run has spent so far, across every process and restart that used this run id."""
     with Session(reader(engine)) as session:
-        total = session.execute(select(func.coalesce(func.sum(LLMCall.cost_usd), 0.0)).where(LLMCall.run_id == run_id)).scalar()
+        total = session.execute(select(func.coalesce(func.sum(LLMCall.cost_usd), 0.0)).where(col(LLMCall.run_id) == run_id)).scalar()
     return float(total or 0.0)
 
 
@@ -296,8 +296,9 @@ def _notify(batch: list[Any], results: list[Any]) -> None:
     error alone when the batch is one failed write)."""
     per_loop: dict[asyncio.AbstractEventLoop, list[tuple[Any, Any]]] = {}
     for entry, result in zip(batch, results, strict=True):
-        if type(entry) is _Op or (type(entry) is _Call and entry.loop is not None):
-            per_loop.setdefault(entry.loop, []).append((entry, result))
+        loop = entry.loop if type(entry) is _Op or type(entry) is _Call else None
+        if loop is not None:
+            per_loop.setdefault(loop, []).append((entry, result))
     for loop, done in per_loop.items():
         with contextlib.suppress(RuntimeError):  # the loop is gone (run torn down): nobody waits
             loop.call_soon_threadsafe(_settle, done)

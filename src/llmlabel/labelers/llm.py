@@ -268,7 +268,8 @@ class LLMLabeler:
         values = choices_of(self.schema, fields)
         multi = isinstance(self.schema, MultiLabel)
         first, choice = good[0]
-        label, probs, confidence, method = first.label, None, None, self.method
+        label, probs, confidence = first.label, None, None
+        method: str | None = self.method
         if self.method == "samples":
             label, probs, confidence = conf.sample_distribution([a.label for a, _ in good], values, multi)
         elif self.method == "verbalized":

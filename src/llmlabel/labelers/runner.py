@@ -27,7 +27,7 @@ from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.engine import Engine
-from sqlmodel import Session
+from sqlmodel import Session, col
 
 from llmlabel.config import LabelerConfig, ProjectConfig
 from llmlabel.errors import BudgetExceededError, ProviderError
@@ -98,8 +98,8 @@ def default_run_id(config: ProjectConfig) -> str:
 def _load_gold(engine: Engine, project_id: int) -> list[tuple[int, dict[str, Any], Any]]:
     with Session(reader(engine)) as session:
         rows = session.execute(
-            select(Gold.item_id, Item.fields, Gold.label).join(Item, Item.id == Gold.item_id)  # type: ignore[arg-type]
-            .where(Gold.project_id == project_id, Gold.split == "dev").order_by(Gold.item_id)
+            select(col(Gold.item_id), col(Item.fields), col(Gold.label)).join(Item, col(Item.id) == Gold.item_id)
+            .where(col(Gold.project_id) == project_id, col(Gold.split) == "dev").order_by(col(Gold.item_id))
         ).all()
     return [(int(i), dict(f), lab) for i, f, lab in rows]
 
@@ -110,8 +110,8 @@ def _claim(project_id: int, voter_id: int, limit: int, lease_seconds: int) -> Ca
                               limit=limit, lease_seconds=lease_seconds)
         if not claims:
             return []
-        fields = dict(session.execute(
-            select(Item.id, Item.fields).where(Item.id.in_([c.item_id for c in claims]))  # type: ignore[union-attr]
+        fields: dict[int, dict[str, Any]] = dict(session.execute(
+            select(col(Item.id), col(Item.fields)).where(col(Item.id).in_([c.item_id for c in claims]))
         ).all())
         return [(c.item_id, c.lease_id, fields[c.item_id]) for c in claims]
 

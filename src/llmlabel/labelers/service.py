@@ -96,7 +96,7 @@ def label_project(
 def pending_counts(engine: Engine, *, project_id: int, names: Sequence[str]) -> dict[str, int]:
     """Open items each labeler has not voted on yet (for a progress bar's total)."""
     from sqlalchemy import and_, exists, func, select
-    from sqlmodel import Session
+    from sqlmodel import Session, col
 
     from llmlabel.store.db import reader
     from llmlabel.store.tables import Item, Vote, Voter
@@ -104,9 +104,9 @@ def pending_counts(engine: Engine, *, project_id: int, names: Sequence[str]) -> 
     out = {}
     with Session(reader(engine)) as session:
         for name in names:
-            voted = exists().where(Vote.item_id == Item.id, Vote.voter_id == Voter.id)
+            voted = exists().where(col(Vote.item_id) == Item.id, col(Vote.voter_id) == Voter.id)
             q = (select(func.count()).select_from(Item)
-                 .outerjoin(Voter, and_(Voter.project_id == project_id, Voter.name == name))  # type: ignore[arg-type]
-                 .where(Item.project_id == project_id, Item.status == "open", ~voted))
+                 .outerjoin(Voter, and_(col(Voter.project_id) == project_id, col(Voter.name) == name))
+                 .where(col(Item.project_id) == project_id, col(Item.status) == "open", ~voted))
             out[name] = int(session.execute(q).scalar_one())
     return out
