@@ -315,7 +315,7 @@ def _decide_and_store(
         free: set[int] = set(session.connection().execute(_CHUNK_LOCK, p).scalars()) if postgres else set(ids)  # type: ignore[arg-type]  # SQLModel types ids int | None; stored ones never are
         chunk = {r[0]: tuple(r[:6]) for r in session.connection().execute(_CHUNK_STATE, p)
                  if read_at is None or r[6] <= read_at}
-        for k, v in _store(session, ids, values[start:start + STORE_CHUNK], gold, chunk, free & set(chunk)).items():
+        for k, v in _store(session, ids, values[start:start + STORE_CHUNK], gold, chunk, free).items():
             by_status[k] += v
         if commit_chunks:
             session.commit()
@@ -507,9 +507,7 @@ def after_gating(session: Session, *, project: Project, config: ProjectConfig, v
         _redecide(session, project, config, fit, item_id)
 
 
-def _redecide(
-    session: Session, project: Project, config: ProjectConfig, fit: Fit, item_id: int,
-) -> None:
+def _redecide(session: Session, project: Project, config: ProjectConfig, fit: Fit, item_id: int) -> None:
     need_fields = isinstance(config.labels, Options)
     state = session.connection().execute(_ITEM_STATE_FIELDS if need_fields else _ITEM_STATE, {"item_id": item_id}).first()
     if state is None or state[2] == "adjudication" or state[6] is not None:

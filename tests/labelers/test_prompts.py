@@ -83,3 +83,17 @@ def test_system_prompt_follows_the_schema_of_each_options_item() -> None:
     two, three = (p.messages({"text": "q", "options": list("ab")})[0]["content"],
                   p.messages({"text": "q", "options": list("abc")})[0]["content"])
     assert '"enum": [0, 1]' in two and '"enum": [0, 1, 2]' in three
+
+
+def test_item_text_is_what_the_sandbox_renders_for_any_item_template() -> None:
+    """Templates of text around one field are filled by concatenation; the rest through Jinja."""
+    from llmlabel.rendering import _compiled, render_item, text_around_name
+
+    fields = {"title": "T", "text": "  spaced  ", "n": 3}
+    for template, direct in [("{{ text }}", True), ("Title: {{ title }}\n{{- text }}", False),
+                             ("Review: {{ text }} (end)", True), ("{{ n }} stars", True),
+                             ("{{ text | upper }}", False), ("{% if title %}{{ title }}{% endif %}", False)]:
+        expected = str(_compiled(template).render(**fields))
+        assert render_item(template, fields, strip=False) == expected, template
+        assert render_item(template, fields) == expected.strip(), template
+        assert (text_around_name(template) is not None) == direct, template

@@ -23,12 +23,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from jinja2 import Environment, FileSystemLoader, StrictUndefined, TemplateNotFound, nodes
+from jinja2 import Environment, FileSystemLoader, StrictUndefined, TemplateNotFound
 
 from llmlabel.config import LabelerConfig, ProjectConfig
 from llmlabel.errors import ConfigError
 from llmlabel.labelers.output import LabelSchema, json_schema, label_field
-from llmlabel.rendering import render_item
+from llmlabel.rendering import render_item, text_around_name
 from llmlabel.schema import Options, Taxonomy
 
 _PACKAGE_DIR = Path(__file__).resolve().parents[1]
@@ -81,7 +81,8 @@ class Prompter:
             ) from None
         sources = [Path(t.filename).read_text(encoding="utf-8") for t in (self.system, self.user) if t.filename]
         self._systems: dict[str, str] = {}
-        self._user_frame = _frame(env, sources[1]) if len(sources) == 2 else None
+        frame = text_around_name(sources[1]) if len(sources) == 2 else None
+        self._user_frame = (frame[0], frame[2]) if frame is not None and frame[1] == "item" else None
         self._fixed_schema = not isinstance(self.schema, Options)  # the same answer schema for every item
         self.item_template = config.item_template
         self.version = _digest({
@@ -111,9 +112,7 @@ class Prompter:
         return [c.model_dump() for c in s.classes]
 
     def messages(self, fields: Mapping[str, Any], examples: Sequence[Example] = ()) -> list[dict[str, str]]:
-        system = self._systems.get("") if self._fixed_schema and not examples else None
-        if system is None:  # the same for most items: rendered once (Jinja contexts are not free)
-            system = self._system(fields, examples)
+        system = self._system(fields, examples)
         item = self.item_text(fields)
         if self._user_frame is not None:  # what Jinja2 would render, without a context per item
             before, after = self._user_frame
@@ -123,11 +122,14 @@ class Prompter:
         return [{"role": "system", "content": system}, {"role": "user", "content": user.strip()}]
 
     def _system(self, fields: Mapping[str, Any], examples: Sequence[Example]) -> str:
-        schema = json_schema(self.schema, fields, verbalized=self.verbalized)
-        key = "" if self._fixed_schema and not examples else json.dumps(
-            [schema, [(e.text, e.answer) for e in examples]], ensure_ascii=False)
+        """The same for most items: rendered once (Jinja contexts are not free), and looked up
+        without serializing the answer schema when it is the same for every item."""
+        fixed = self._fixed_schema and not examples
+        schema = None if fixed else json_schema(self.schema, fields, verbalized=self.verbalized)
+        key = "" if fixed else json.dumps([schema, [(e.text, e.answer) for e in examples]], ensure_ascii=False)
         system = self._systems.get(key)
         if system is None:
+            schema = schema or json_schema(self.schema, fields, verbalized=self.verbalized)
             task, help_ = _TASKS[self.schema.type]
             system = self.system.render(
                 project=self.config.name, description=self.config.description,
@@ -142,22 +144,6 @@ class Prompter:
     def example(self, fields: Mapping[str, Any], label: Any) -> Example:
         answer = json.dumps({label_field(self.schema): label}, ensure_ascii=False)
         return Example(text=self.item_text(fields), answer=answer)
-
-
-def _frame(env: Environment, source: str) -> tuple[str, str] | None:
-    """A user template that is text around one bare ``{{ item }}`` (the default one) as the text
-    before and after it; None for any other template (filters, conditions, other fields)."""
-    body = env.parse(source).body
-    if len(body) != 1 or not isinstance(body[0], nodes.Output):
-        return None
-    parts = body[0].nodes
-    names = [i for i, n in enumerate(parts) if isinstance(n, nodes.Name)]
-    if len(names) != 1 or parts[names[0]].name != "item":  # type: ignore[attr-defined]
-        return None
-    if not all(isinstance(n, nodes.TemplateData) for i, n in enumerate(parts) if i != names[0]):
-        return None
-    text = [n.data if isinstance(n, nodes.TemplateData) else "" for n in parts]
-    return "".join(text[:names[0]]), "".join(text[names[0] + 1:])
 
 
 def _digest(obj: Any) -> str:
