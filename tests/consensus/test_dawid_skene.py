@@ -188,3 +188,47 @@ def test_vote_index_steps_match_direct_sums():
     counts = np.zeros((3, 3, 7))
     np.add.at(counts, (slice(None), label, voter), (weight[item][:, None] * truth[item]).T)
     np.testing.assert_allclose(index.counts(truth, 7), counts)
+
+
+def test_vote_patterns_group_exactly_the_items_with_the_same_votes():
+    from llmlabel.consensus.em import VotePatterns
+
+    rng = np.random.default_rng(1)
+    n_items = 300
+    item = np.repeat(np.arange(n_items), rng.integers(0, 4, n_items))
+    code = rng.integers(0, 5, item.shape[0])  # few codes: many items share a multiset
+    alone = np.array([3, 10, 11], dtype=np.int64)
+    p = VotePatterns.build(code, 5, item, n_items, alone)
+    multiset = [tuple(sorted(code[item == i])) for i in range(n_items)]
+    for i in range(n_items):
+        for j in range(i + 1, n_items):
+            same = multiset[i] == multiset[j] and i not in alone and j not in alone
+            assert (p.of_item[i] == p.of_item[j]) == same
+    assert p.first.tolist() == sorted(np.unique(p.of_item, return_index=True)[1].tolist())
+    assert p.count.tolist() == np.bincount(p.of_item).tolist()
+    assert p.n_patterns < n_items / 3
+
+
+def test_fitting_per_pattern_equals_fitting_per_item(monkeypatch: pytest.MonkeyPatch):
+    """EM over distinct vote patterns (weighted by how many items share each) is the same
+    computation as EM over every item."""
+    from llmlabel.consensus import em
+
+    sim = simulate_votes(3000, 3, [Population(4, per_item=2), Population(2, "llm", per_item=1)])
+    gold = Gold(np.arange(0, 3000, 7), sim.truth[::7])
+    fits = [DawidSkene().fit(sim.votes, g, sim.kinds) for g in (None, gold)]
+    assert len(np.unique(fits[0].posteriors_[:, 0])) < 600  # few patterns, many items
+    assert min(f.n_iter_ for f in fits) > 3  # enough EM steps for a difference to show
+
+    def every_item_alone(
+        code: object, n_codes: int, item: object, n_items: int, alone: object
+    ) -> em.VotePatterns:
+        return em.VotePatterns(np.arange(n_items), np.arange(n_items), np.ones(n_items))
+
+    monkeypatch.setattr(em.VotePatterns, "build", every_item_alone)
+    for g, fit in zip((None, gold), fits, strict=True):
+        per_item = DawidSkene().fit(sim.votes, g, sim.kinds)
+        assert per_item.n_iter_ == fit.n_iter_
+        np.testing.assert_allclose(per_item.posteriors_, fit.posteriors_, rtol=0, atol=1e-12)
+        np.testing.assert_allclose(per_item.confusion_, fit.confusion_, rtol=1e-12)
+        np.testing.assert_allclose(per_item.class_prior_, fit.class_prior_, rtol=1e-12)

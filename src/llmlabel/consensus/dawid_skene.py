@@ -33,6 +33,7 @@ import numpy as np
 from .em import (
     Pooling,
     VoteIndex,
+    VotePatterns,
     dense_codes,
     normalize_last,
     one_coin_mask,
@@ -153,27 +154,41 @@ class DawidSkene:
             one_coin_below=self.one_coin_below,
         )
 
-        w_item = np.ones(votes.n_items)
-        clamp = None
+        gold_item = np.zeros(0, dtype=np.int64)
         if gold is not None and len(gold):
             gold.check(votes.n_items, k)
-            w_item[gold.item] = gold.w
+            gold_item = gold.item
+        # EM runs over distinct vote patterns (see ``em.VotePatterns``); a pattern's weight is
+        # the number of items that share it, or a gold item's weight (gold items stand alone).
+        patterns = VotePatterns.build(
+            vv * k + label, active.shape[0] * k, item, votes.n_items, gold_item
+        )
+        n_rows = patterns.n_patterns
+        w_item = patterns.count
+        clamp = None
+        if gold is not None and len(gold):
+            gold_row = patterns.of_item[gold.item]
+            w_item[gold_row] = gold.w
             clamp = np.zeros((len(gold), k))
             clamp[np.arange(len(gold)), gold.label] = 1.0
+        head = np.zeros(votes.n_items, dtype=bool)
+        head[patterns.first] = True
+        keep = head[item]
+        row = patterns.of_item[item[keep]]
         index = VoteIndex.build(
-            vv,
-            label,
-            item,
-            votes.n_items,
+            vv[keep],
+            label[keep],
+            row,
+            n_rows,
             k,
-            item_weight=None if clamp is None else w_item,
-            scale=None if weights is None else w_voter[voter],
+            item_weight=None if bool((w_item == 1.0).all()) else w_item,
+            scale=None if weights is None else w_voter[voter[keep]],
         )
 
-        mv = np.bincount(item * k + label, minlength=votes.n_items * k).reshape(-1, k) + 1e-2
+        mv = np.bincount(row * k + label[keep], minlength=n_rows * k).reshape(-1, k) + 1e-2
         truth = normalize_last(mv.astype(np.float64))
-        if clamp is not None and gold is not None:
-            truth[gold.item] = clamp
+        if clamp is not None:
+            truth[gold_row] = clamp
         last = -np.inf
         for n_iter in range(1, self.max_iter + 1):
             self.n_iter_ = n_iter
@@ -181,11 +196,12 @@ class DawidSkene:
             pi, gmean = pooling.confusion(counts)
             prior = np.einsum("n,nk->k", w_item, truth) + self.class_prior_strength
             prior = prior / prior.sum()
-            logp = np.log(prior) + index.evidence(np.log(pi))
-            new, lse = softmax_and_lse(logp)
+            log_prior = np.log(prior)
+            ev = index.evidence(np.log(pi))
+            new, lse = softmax_and_lse(ev, log_prior)
             if clamp is not None and gold is not None:
-                new[gold.item] = clamp
-                lse[gold.item] = logp[gold.item, gold.label]
+                new[gold_row] = clamp
+                lse[gold_row] = ev[gold_row, gold.label] + log_prior[gold.label]
             # Stop on the marginal log-likelihood, the quantity EM increases: on sparse data a
             # few items' posteriors keep swinging long after the likelihood has flattened.
             loglik = float(np.sum(lse * w_item))
@@ -204,7 +220,7 @@ class DawidSkene:
         self.kind_vote_counts_ = np.bincount(
             group_all, self.vote_counts_.ravel(), minlength=n_groups
         ).reshape(len(kinds.names), nb)
-        self.posteriors_ = truth
+        self.posteriors_ = truth[patterns.of_item]
         return self
 
     # -- applying --------------------------------------------------------------------------

@@ -20,24 +20,34 @@ def softmax_rows(logp: FloatArray) -> FloatArray:
     return softmax_and_lse(logp)[0]
 
 
-def softmax_and_lse(logp: FloatArray) -> tuple[FloatArray, FloatArray]:
-    """Row softmax and log-sum-exp. Reductions run column by column: numpy's axis=1
-    reductions over a handful of classes cost several times more than K vector ops."""
-    k = logp.shape[1]
-    top = logp[:, 0].copy()
+def softmax_and_lse(
+    logp: FloatArray, shift: FloatArray | None = None
+) -> tuple[FloatArray, FloatArray]:
+    """Row softmax and log-sum-exp of ``logp + shift`` (shift: one value per class, such as
+    a log prior), computed on a class-major copy.
+
+    With a handful of classes, row-wise numpy (axis=1 reductions, ``p - top[:, None]``) runs
+    inner loops of length K; on a (K, n) copy every step is one contiguous vector op over n,
+    about twice as fast over the whole softmax even with the two transposing copies.
+    """
+    p = np.ascontiguousarray(logp.T)
+    k = p.shape[0]
+    if shift is not None:
+        p += shift[:, None]
+    top = p[0].copy()
     for j in range(1, k):
-        np.maximum(top, logp[:, j], out=top)
-    p = logp - top[:, None]
+        np.maximum(top, p[j], out=top)
+    p -= top
     # exp() of very negative numbers takes a slow underflow path (10× here); below −700 the
     # term is < 1e-304 of the top one and cannot change a sum anyway.
     np.maximum(p, -700.0, out=p)
     np.exp(p, out=p)
-    total = p[:, 0].copy()
+    total = p[0].copy()
     for j in range(1, k):
-        total += p[:, j]
-    p /= total[:, None]
+        total += p[j]
+    p /= total
     lse: FloatArray = np.log(total) + top
-    return p, lse
+    return np.ascontiguousarray(p.T), lse
 
 
 def normalize_last(x: FloatArray) -> FloatArray:
@@ -53,22 +63,79 @@ def dense_codes(codes: IntArray) -> tuple[IntArray, IntArray]:
 
 
 @dataclass(frozen=True)
+class VotePatterns:
+    """Items grouped by identical votes: EM runs once per distinct pattern, not per item.
+
+    An item's posterior depends only on the multiset of its (voter, band, label) votes, so
+    items with the same multiset share one posterior throughout EM; the M-step counts each
+    pattern as many times as it occurs. This is exact (sums agree to rounding), and it is the
+    common case wherever few voters see many items: on the crowd sets it leaves 16% of
+    product's items and 71% of adult's; a project with a handful of LLM voters has at most a
+    few hundred patterns however many items it holds.
+
+    Patterns are found by hashing: each vote code gets two random integers below 2**bits,
+    chosen so that an item's sums stay below 2**53 and are exact in floating point whatever the
+    summation order. Two different multisets collide in one hash with probability at most
+    2**-bits (fix every random value but one), in both at most 2**-(2·bits): below 1e-28 per
+    pair of items for items of up to 30 votes. Items are grouped where both sums agree with
+    their neighbour's after sorting by the first; the rare item split from its twins by a
+    collision in the first sum only costs a pattern, never merges different items. Patterns
+    are numbered in the order of their first item, so a table without repeats keeps its item
+    order (and its arithmetic).
+    """
+
+    of_item: IntArray  # pattern of each item
+    first: IntArray  # the first item of each pattern, increasing
+    count: FloatArray  # items per pattern
+
+    @property
+    def n_patterns(self) -> int:
+        return int(self.first.shape[0])
+
+    @classmethod
+    def build(
+        cls, code: IntArray, n_codes: int, item: IntArray, n_items: int, alone: IntArray
+    ) -> VotePatterns:
+        """``code`` in [0, n_codes) identifies a vote's (voter, band, label); ``alone`` items
+        (gold, which is clamped per item) never share a pattern."""
+        n_votes = np.bincount(item, minlength=n_items)
+        bits = 53 - int(np.ceil(np.log2(int(n_votes.max(initial=0)) + 1)))
+        draws = np.random.default_rng(0).integers(0, 2**bits, size=(2, n_codes)).astype(float)
+        h0, h1 = (np.bincount(item, d[code], n_items) for d in draws)
+        h0[alone] = -1.0 - alone  # no vote sum is negative
+        order = np.argsort(h0)
+        s0, s1 = h0[order], h1[order]
+        starts = np.ones(n_items, dtype=bool)
+        starts[1:] = (s0[1:] != s0[:-1]) | (s1[1:] != s1[:-1])
+        at = np.flatnonzero(starts)
+        heads = np.minimum.reduceat(order, at) if n_items else np.zeros(0, dtype=np.int64)
+        rank = np.empty(heads.shape[0], dtype=np.int64)
+        rank[np.argsort(heads)] = np.arange(heads.shape[0])
+        of_item = np.empty(n_items, dtype=np.int64)
+        of_item[order] = rank[np.cumsum(starts) - 1]
+        return cls(of_item, np.sort(heads), np.bincount(of_item).astype(np.float64))
+
+
+@dataclass(frozen=True)
 class VoteIndex:
     """Votes grouped by (voter, said label) as one sparse incidence matrix over items.
 
-    Both EM steps become one sparse product each (pairs × items and its transpose), which is
+    Both EM steps become one sparse product each (items × pairs and its transpose), which is
     what keeps a 100k-vote fit far below a second; duplicate (voter, item) votes add up. Item
     weights scale the truth rows and voter exponents the log-likelihood rows, so one unweighted
     matrix serves both directions.
+
+    Only items × pairs CSRs are stored; the M-step reads the transpose, a free CSC view.
+    Both products then walk the items in order and touch the small pairs-sized table at
+    random, which keeps it in cache: a pairs × items CSR product instead reads the
+    items-sized truth table at random and took twice as long on adult (92k votes). Item
+    weights sit in the M-step matrix's entries, which saves a pass over the truth table.
     """
 
     pair_voter: IntArray
     pair_label: IntArray
-    incidence: sparse.csr_matrix  # pairs × items
-    # items × pairs, built once: EM reads it every iteration, and ``incidence.T`` would be a
-    # CSC view rebuilt on each call.
-    incidence_t: sparse.csr_matrix
-    item_weight: FloatArray | None
+    incidence_t: sparse.csr_matrix  # items × pairs, for the E-step
+    weighted_t: sparse.csr_matrix  # the same with entries × item weight, for the M-step
     pair_scale: FloatArray | None
 
     @classmethod
@@ -84,28 +151,27 @@ class VoteIndex:
     ) -> VoteIndex:
         """``scale`` is per vote but must be constant per voter (it is a voter's exponent)."""
         pairs, inv = dense_codes(vv * n_classes + label)
-        incidence = sparse.csr_matrix(
-            (np.ones(item.shape[0]), (inv, item)), shape=(pairs.shape[0], n_items)
+        incidence_t = sparse.csr_matrix(
+            (np.ones(item.shape[0]), (item, inv)), shape=(n_items, pairs.shape[0])
         )
+        weighted_t = incidence_t
+        if item_weight is not None:
+            row = np.repeat(np.arange(n_items), np.diff(incidence_t.indptr))
+            weighted_t = sparse.csr_matrix(
+                (incidence_t.data * item_weight[row], incidence_t.indices, incidence_t.indptr),
+                shape=incidence_t.shape,
+            )
         pair_scale = None
         if scale is not None:
             pair_scale = np.ones(pairs.shape[0])
             pair_scale[inv] = scale
-        return cls(
-            pairs // n_classes,
-            pairs % n_classes,
-            incidence,
-            incidence.T.tocsr(),
-            item_weight,
-            pair_scale,
-        )
+        return cls(pairs // n_classes, pairs % n_classes, incidence_t, weighted_t, pair_scale)
 
     def counts(self, truth: FloatArray, n_vv: int) -> FloatArray:
         """Expected counts[true, said, voter] under soft truth (n_items, K)."""
         k = truth.shape[1]
-        rows = truth if self.item_weight is None else truth * self.item_weight[:, None]
         out = np.zeros((k, k, n_vv))
-        out[:, self.pair_label, self.pair_voter] = (self.incidence @ rows).T
+        out[:, self.pair_label, self.pair_voter] = (self.weighted_t.T @ truth).T
         return out
 
     def evidence(self, log_pi: FloatArray) -> FloatArray:
