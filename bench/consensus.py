@@ -145,7 +145,7 @@ def run(name: str) -> dict[str, object]:
         # posteriors after a few votes, on a mix with random vote prefixes.
         # Both may choose the vote-count temperature (by_votes), which reads each item's votes.
         report = calibrate(DawidSkene(), votes, train, prefixes=0, seed=seed, by_votes=True)
-        policy_cal = calibrate(DawidSkene(), votes, train, prefixes=5, seed=seed, by_votes=True)
+        policy_cal = calibrate(DawidSkene(), votes, train, seed=seed, by_votes=True)
         methods.append(report.method)
         policy_methods.append(policy_cal.method)
         calibrated = report.transform(post[test.item], n_cast[test.item])

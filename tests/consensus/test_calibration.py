@@ -8,9 +8,9 @@ from llmlabel.consensus import (
     Gold,
     IsotonicCalibration,
     TemperatureScaling,
+    VoteCountIsotonic,
     VoteCountTemperature,
     calibrate,
-    cast_vote_counts,
     expected_calibration_error,
     reliability_table,
 )
@@ -20,6 +20,7 @@ from llmlabel.consensus.calibration import (
     prefix_posteriors,
     stratified_ece,
 )
+from llmlabel.consensus.em import softmax_rows
 from llmlabel.simulate import Population, simulate_votes
 
 
@@ -129,20 +130,25 @@ def test_choose_calibration_takes_vote_temperature_only_with_counts():
         choose_calibration(probs, truth, methods=("none", "vote-temperature"))
 
 
-def test_prefix_counts_match_cast_votes():
+def test_prefix_posteriors_walk_every_vote_of_each_item():
     sim = simulate_votes(300, 3, [Population(10, per_item=6)], seed=5)
     model = DawidSkene().fit(sim.votes)
-    items = np.arange(300)
-    probs, n = prefix_posteriors(model, sim.votes, items, np.random.default_rng(0))
-    assert n.min() >= 1 and n.max() <= 6
-    assert (cast_vote_counts(sim.votes) == 6).all()
-    again, _ = prefix_posteriors(model, sim.votes, items, np.random.default_rng(0))
-    np.testing.assert_allclose(probs, again)
+    items = np.arange(100, 300)
+    probs, n, owner = prefix_posteriors(model, sim.votes, items, np.random.default_rng(0))
+    assert probs.shape == (200 * 6, 3)
+    # each item once at every count from 1 to its six votes
+    assert (np.bincount(owner * 6 + n - 1) == 1).all()
+    again = prefix_posteriors(model, sim.votes, items, np.random.default_rng(0))
+    np.testing.assert_allclose(probs, again[0])
     whole = n == 6  # a prefix holding every vote is the all-vote posterior
-    assert whole.any()
     np.testing.assert_allclose(
-        probs[whole], model.predict_proba(sim.votes)[items][whole], atol=1e-9
+        probs[whole], model.predict_proba(sim.votes)[items[owner[whole]]], atol=1e-9
     )
+    # a prefix holding one vote is the posterior from one of the item's votes alone
+    by_vote = softmax_rows(np.log(model.class_prior_) + model.vote_log_likelihood(sim.votes))
+    for row in np.flatnonzero(n == 1):
+        own = by_vote[sim.votes.item == items[owner[row]]]
+        assert np.isclose(own, probs[row], atol=1e-9).all(axis=1).any()
 
 
 def test_every_calibrator_is_one_registry_entry_with_one_signature():
@@ -166,3 +172,39 @@ def test_vote_temperature_with_one_count_is_temperature():
     by_count = VoteCountTemperature().fit(probs, truth, same)
     assert abs(np.exp(by_count.a_ + by_count.b_ * np.log(4)) - one.temperature_) < 0.01
     np.testing.assert_allclose(by_count.transform(probs, same), one.transform(probs), atol=2e-3)
+
+
+def test_vote_isotonic_maps_each_single_vote_posterior_to_its_own_rate():
+    # After one vote the posterior takes two values here: 0.94 for label 0, right 91% of the
+    # time, and 0.80 for label 1, right 80%; after eight votes 0.999, right 96%. One temperature
+    # per count cannot lower the first without the second; a map per stratum fits both.
+    rng = np.random.default_rng(3)
+    n = 4000
+    said = rng.integers(0, 2, n)
+    many = rng.random(n) < 0.5
+    top = np.where(many, 0.999, np.where(said == 0, 0.94, 0.80))
+    rate = np.where(many, 0.96, np.where(said == 0, 0.91, 0.80))
+    probs = np.where(said[:, None] == np.arange(2), top[:, None], 1 - top[:, None])
+    truth = np.where(rng.random(n) < rate, said, 1 - said)
+    n_votes = np.where(many, 8, 1)
+    iso = VoteCountIsotonic().fit(probs, truth, n_votes)
+    out = iso.transform(probs, n_votes).max(axis=1)
+    for rows in (~many & (said == 0), ~many & (said == 1), many):
+        np.testing.assert_allclose(out[rows], (truth[rows] == said[rows]).mean(), atol=1e-6)
+    vt = VoteCountTemperature().fit(probs, truth, n_votes).transform(probs, n_votes).max(axis=1)
+    single_0 = ~many & (said == 0)
+    assert vt[single_0].mean() - (truth[single_0] == 0).mean() > 0.01
+
+
+def test_vote_isotonic_borrows_the_nearest_stratum_with_rows():
+    probs, truth = sampled(400, sharpness=2.0, seed=4)
+    counts = np.full(400, 5)  # stratum 2 (4–7) only
+    counts[:20] = 1  # too few rows for a map of their own
+    iso = VoteCountIsotonic().fit(probs, truth, counts)
+    assert iso.strata_.tolist() == [2]
+    for n in (1, 2, 40):  # below, between and above: all fall back to the one map
+        np.testing.assert_allclose(
+            iso.transform(probs, np.full(400, n)), iso.transform(probs, np.full(400, 5))
+        )
+    few = VoteCountIsotonic().fit(probs[:30], truth[:30], counts[:30])
+    assert few.strata_.tolist() == [0] and len(few.maps_) == 1  # no stratum has 50: one map

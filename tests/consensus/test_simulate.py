@@ -2,6 +2,7 @@ import numpy as np
 from tests.consensus.shadows import with_shadow_copies
 
 from llmlabel.consensus import DawidSkene, Gold, Policy, VoterKinds, calibrate
+from llmlabel.consensus.calibration import VOTE_COUNT_METHODS
 from llmlabel.simulate import Population, simulate_policy, simulate_votes
 
 
@@ -53,9 +54,9 @@ def test_policy_replay_saves_votes_and_keeps_accuracy():
     assert r.share_final + r.share_escalated == 1.0
 
 
-def test_policy_replay_passes_vote_counts_to_a_vote_temperature():
+def test_policy_replay_passes_vote_counts_to_a_vote_count_repair():
     # Each voter's vote is copied by two shadow voters: evidence grows slower than the count
-    # of votes, which only a vote-count temperature can express.
+    # of votes, which only a repair that reads the vote count can express.
     base = simulate_votes(2500, 2, [Population(30, per_item=4, accuracy=(6, 2))], seed=7)
     v = base.votes
     votes = with_shadow_copies(v, v, 30)
@@ -63,7 +64,7 @@ def test_policy_replay_passes_vote_counts_to_a_vote_temperature():
     gold = Gold(np.arange(800), base.truth[:800])
     model = DawidSkene().fit(votes, gold, kinds)
     aware = calibrate(DawidSkene(), votes, gold, kinds=kinds, by_votes=True)
-    assert aware.method == "vote-temperature" and aware.needs_votes
+    assert aware.method in VOTE_COUNT_METHODS and aware.needs_votes
     items = np.arange(800, 2500)
     policy = Policy(target=0.9, min_human_votes=1, max_votes=100)
     r = simulate_policy(
