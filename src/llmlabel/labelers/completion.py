@@ -13,6 +13,7 @@ layer retries behind our back and the request counts stay exact.
 
 from __future__ import annotations
 
+import gc
 import os
 import time
 from collections.abc import Awaitable
@@ -100,10 +101,17 @@ class PermanentError(Exception):
 
 @cache
 def _litellm() -> Any:
-    """Import litellm once, lazily (it takes seconds), never fetching the price map online."""
+    """Import litellm once, lazily (it takes seconds), never fetching the price map online.
+
+    Then freeze what is alive: litellm's import leaves ~350k long-lived objects (its price
+    table, pydantic models, provider configs) that every full garbage collection would walk
+    again, ~0.3 s each, 15-20 times in a run of 4,000 calls (a fifth of the run's CPU). Frozen,
+    collections walk only what the run allocates. The import leaves no cyclic garbage to keep
+    by mistake (a collection right after it frees nothing)."""
     os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
     import litellm
 
+    gc.freeze()
     litellm.suppress_debug_info = True
     litellm.telemetry = False
     return litellm
