@@ -4,6 +4,7 @@ failed write nobody awaited is raised, not lost; nothing waits forever on a stop
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import pytest
 from sqlalchemy import func, select
@@ -18,10 +19,10 @@ from llmlabel.store.tables import Item, Lease, LLMCall, Vote
 from llmlabel.votes import NewVote, VoteInput
 
 
-def _row(env: Env, h: str) -> CallRow:
+def _row(env: Env, h: str, response: dict[str, Any] | None = None) -> CallRow:
     assert env.project.id is not None
     return CallRow(project_id=env.project.id, labeler="gpt", model="openai/fake", prompt_version="v",
-                   request_hash=h, run_id="run", outcome="ok", response={"choices": []})
+                   request_hash=h, run_id="run", outcome="ok", response=response or {"choices": []})
 
 
 def _claimed(env: Env, n: int) -> tuple[int, list[leases.Claim]]:
@@ -55,6 +56,24 @@ def test_a_calls_done_runs_once_its_row_is_committed(setup: Setup) -> None:
         return seen
 
     assert asyncio.run(main()) == [1]
+
+
+def test_a_response_handed_over_as_json_text_reads_back_as_the_object_it_was(setup: Setup) -> None:
+    env = setup(project_dict(labeler()), ["a"])
+    response = {"choices": [{"content": '{"label": "n\u00e9gatif"}', "logprobs": [{"token": "{", "logprob": -0.5}]}],
+                "prompt_tokens": 3}
+
+    async def main() -> None:
+        writer = Writer(env.engine)
+        writer.record_call(_row(env, "h1", response))
+        writer.record_call(CallRow(project_id=env.project.id, labeler="gpt", model="openai/fake",  # type: ignore[arg-type]
+                                   prompt_version="v", request_hash="h2", run_id="run", outcome="error", error="500"))
+        await asyncio.to_thread(writer.close)
+
+    asyncio.run(main())
+    with Session(env.engine) as s:
+        stored = dict(s.execute(select(LLMCall.request_hash, LLMCall.response)).all())  # type: ignore[call-overload]
+    assert stored == {"h1": response, "h2": None}  # an object, not a string of one; none is NULL
 
 
 def test_votes_wait_for_each_other_but_flush_writes_them_with_their_leases(setup: Setup) -> None:

@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Text, cast, func, insert, select
+from sqlalchemy import JSON, Text, bindparam, cast, func, insert, select
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col
 
@@ -125,8 +125,15 @@ class CallRow:
 
 
 Op = Callable[[Session], Any]
-_INSERT_CALL = insert(LLMCall.__table__)  # type: ignore[attr-defined]
 _STOP = object()
+
+
+def _insert_call(dialect: str) -> Any:
+    """The ledger's insert, its ``response`` bound as JSON text already: the column's own type
+    would encode it again. SQLite stores JSON as that text; PostgreSQL casts it."""
+    text = bindparam("response", type_=Text)
+    return insert(LLMCall.__table__).values(  # type: ignore[attr-defined]
+        response=text if dialect == "sqlite" else cast(text, JSON))
 
 
 class _Op:
@@ -173,6 +180,7 @@ class Writer:
 
     def __init__(self, engine: Engine, max_batch: int = 512, *, vote_batch: int = 256, vote_delay: float = 0.05) -> None:
         self.engine = engine
+        self._insert_call = _insert_call(engine.dialect.name)
         self.max_batch = max_batch
         self.vote_batch, self.vote_delay = vote_batch, vote_delay
         self.error: BaseException | None = None
@@ -191,9 +199,18 @@ class Writer:
         return fut
 
     def record_call(self, row: CallRow, done: Callable[[], Any] | None = None) -> None:
-        """Insert a ledger row; ``done()`` runs on the caller's loop once it is committed."""
+        """Insert a ledger row; ``done()`` runs on the caller's loop once it is committed.
+
+        The response is encoded to JSON text here, at once: what waits in the queue is one
+        string, while the answer's objects (a few dozen small dicts and lists per call, its
+        logprobs) die with the step that turned them into a vote. Left in the queue until the
+        commit, they outlived young collections and set off most of those llmlabel adds to
+        litellm's own (measured, provider stubbed out: 376 per 4,000 calls before, 124 after)."""
         loop = asyncio.get_running_loop() if done is not None else None
-        self._queue.put(_Call({**row.__dict__, "created_at": utcnow()}, loop, done))
+        values = {**row.__dict__, "created_at": utcnow()}
+        if row.response is not None:
+            values["response"] = json.dumps(row.response)
+        self._queue.put(_Call(values, loop, done))
 
     def record_vote(self, *, project_id: int, vote: NewVote, lease_id: int) -> None:
         """Record a vote and finish its lease, in one transaction, soon."""
@@ -272,7 +289,7 @@ class Writer:
             with session_scope(self.engine) as session:
                 rows = [e.values for e in batch if type(e) is _Call]
                 if rows:  # the ledger rows of the batch in one statement
-                    session.execute(_INSERT_CALL, rows)
+                    session.execute(self._insert_call, rows)
                 votes = [e for e in batch if type(e) is _Vote]
                 for project_id in {v.project_id for v in votes}:  # one project in practice
                     mine = [v for v in votes if v.project_id == project_id]
