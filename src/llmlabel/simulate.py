@@ -212,6 +212,63 @@ def simulate_policy(
     )
 
 
+def votes_needed(
+    model: DawidSkene,
+    votes: Votes,
+    items: IntArray,
+    target: float,
+    *,
+    kinds: VoterKinds | None = None,
+    calibrate: Callable[[FloatArray, IntArray], FloatArray] | None = None,
+) -> IntArray:
+    """Fewest of its own votes with which each item's (calibrated) posterior could reach
+    ``target``, over every subset and order of them; its vote count + 1 where none can.
+
+    A lower bound for any policy that finalizes only at ``target``: whatever order votes
+    arrive in and whoever is asked, an item cannot be finalized with fewer votes, and an item
+    marked unreachable spends all its votes. It measures what a vote-saving goal can ask of a
+    model and its calibration, not what a policy achieved.
+
+    The bound is exact for two classes and safe for more. The posterior of class c after a
+    set S of votes is at most 1 / (1 + Σ_{c'≠c} exp(−D_cc'(S))), where D_cc'(S) is the
+    log-odds of c over c' after S; the largest D_cc' over sets of m votes sums the m votes
+    that favour c over c' most (each c' may pick its own set, hence "at most"). ``calibrate``
+    (as in ``simulate_policy``) is applied to that bounding distribution at m cast votes:
+    temperature and isotonic repairs are monotone in those odds, so the bound survives them.
+    """
+    items = np.asarray(items, dtype=np.int64)
+    k = votes.n_classes
+    pos = np.full(votes.n_items, -1, dtype=np.int64)
+    pos[items] = np.arange(items.shape[0])
+    rows = np.flatnonzero((pos[votes.item] >= 0) & (votes.label >= 0))
+    owner = pos[votes.item[rows]]
+    n_cast = np.bincount(owner, minlength=items.shape[0])
+    loglik = model.vote_log_likelihood(votes, kinds)[rows]
+    by_item = np.argsort(owner, kind="stable")
+    owner, loglik = owner[by_item], loglik[by_item]
+    start = np.cumsum(n_cast) - n_cast
+    m = np.arange(owner.shape[0]) - start[owner] + 1  # a row stands for "the best m votes"
+    log_prior = np.log(model.class_prior_)
+    best = np.full(items.shape[0], np.iinfo(np.int64).max)
+    for c in range(k):
+        logq = np.zeros((owner.shape[0], k))
+        for other in range(k):
+            if other == c:
+                continue
+            gain = loglik[:, c] - loglik[:, other]
+            ranked = gain[np.lexsort((-gain, owner))]
+            running = np.cumsum(ranked)
+            top = running - np.concatenate([[0.0], running])[start[owner]]
+            logq[:, other] = -(log_prior[c] - log_prior[other] + top)
+        q = softmax_rows(logq)
+        if calibrate is not None:
+            q = calibrate(q, m)
+        hit = q[:, c] >= target
+        np.minimum.at(best, owner[hit], m[hit])
+    out: IntArray = np.where(best <= n_cast, best, n_cast + 1).astype(np.int64)
+    return out
+
+
 @dataclass(frozen=True)
 class OptionVoterGroup:
     """Voters choosing among options: skill ``a`` plus first-option and longest-option pulls."""

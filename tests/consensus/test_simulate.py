@@ -1,9 +1,12 @@
+import itertools
+
 import numpy as np
 from tests.consensus.shadows import with_shadow_copies
 
 from llmlabel.consensus import DawidSkene, Gold, Policy, VoterKinds, calibrate
 from llmlabel.consensus.calibration import VOTE_COUNT_METHODS
-from llmlabel.simulate import Population, simulate_policy, simulate_votes
+from llmlabel.consensus.em import softmax_rows
+from llmlabel.simulate import Population, simulate_policy, simulate_votes, votes_needed
 
 
 def test_seeded_and_shaped():
@@ -75,3 +78,49 @@ def test_policy_replay_passes_vote_counts_to_a_vote_count_repair():
     assert r.mean_votes < r.mean_votes_available
     # Finalized posteriors say what they mean at the point the policy stopped.
     assert r.ece < 0.05
+
+
+def fewest_votes_by_brute_force(model: DawidSkene, votes, items, target: float) -> np.ndarray:
+    loglik, log_prior = model.vote_log_likelihood(votes), np.log(model.class_prior_)
+    out = []
+    for i in items:
+        rows = np.flatnonzero(votes.item == i)
+        reach = (
+            m
+            for m in range(1, len(rows) + 1)
+            for subset in itertools.combinations(rows, m)
+            if softmax_rows((log_prior + loglik[list(subset)].sum(0))[None]).max() >= target
+        )
+        out.append(next(reach, len(rows) + 1))
+    return np.array(out)
+
+
+def test_votes_needed_is_exact_for_two_classes_and_a_lower_bound_for_more():
+    for k in (2, 3):
+        sim = simulate_votes(60, k, [Population(8, per_item=5, accuracy=(6, 2))], seed=k)
+        model = DawidSkene().fit(sim.votes)
+        items = np.arange(60)
+        bound = votes_needed(model, sim.votes, items, 0.95)
+        brute = fewest_votes_by_brute_force(model, sim.votes, items, 0.95)
+        assert (bound == brute).all() if k == 2 else (bound <= brute).all()
+        assert {1, 2} <= set(bound.tolist())  # some items reach 0.95 on one vote, some need more
+
+
+def test_votes_needed_bounds_the_policy_and_grows_under_a_cautious_calibration():
+    sim = simulate_votes(800, 2, [Population(12, per_item=7, accuracy=(5, 2))], seed=3)
+    model = DawidSkene().fit(sim.votes)
+    items = np.arange(800)
+    policy = Policy(target=0.95, min_human_votes=1, max_votes=100)
+
+    def soften(p: np.ndarray, n: np.ndarray) -> np.ndarray:
+        return softmax_rows(np.log(p) / 2.0)
+
+    for cal in (None, soften):
+        bound = votes_needed(model, sim.votes, items, 0.95, calibrate=cal)
+        replay = simulate_policy(model, sim.votes, sim.kinds, sim.truth, policy, calibrate=cal)
+        spent = np.minimum(bound, 7)  # an item that can never reach the target spends all 7
+        assert (replay.votes_used >= spent).all()
+        assert (replay.confidence[bound == 8] < 0.95).all()
+    cautious = votes_needed(model, sim.votes, items, 0.95, calibrate=soften)
+    assert (cautious >= votes_needed(model, sim.votes, items, 0.95)).all()
+    assert (cautious == 8).sum() > 0
