@@ -9,7 +9,9 @@ Two post-hoc repairs are fitted on those out-of-fold posteriors — temperature 
 parameter, cannot reorder items, safe on little gold) and isotonic regression of the top-label
 confidence (flexible, needs more gold) — and the choice among none/temperature/isotonic is made
 by a second cross-validation over the same held-out posteriors, so the reported "after" figure
-is itself held out.
+is itself held out. Where the policy reads posteriors part-way through an item's votes, the
+candidates also include repairs that read the vote count (a temperature that grows with it,
+an isotonic map per vote-count stratum), fitted on the posterior after every vote.
 """
 
 from __future__ import annotations

@@ -3,8 +3,8 @@
 The steps stay separately usable (fit, calibrate, decide); this is the order they are meant to
 run in, so that callers do not re-derive it: damp correlated voters measured on gold, fit,
 measure calibration on held-out gold and repair it, then apply the policy to the calibrated
-posteriors. Calibration is fitted on posteriors after random prefixes of the votes as well as
-after all of them, because a live item is decided part-way through its votes.
+posteriors. Calibration is fitted on the posterior after every vote of random vote orders as
+well as after all of them, because a live item is decided part-way through its votes.
 """
 
 from __future__ import annotations
