@@ -49,6 +49,7 @@ from llmlabel.consensus.votes import ABSTAIN, DEFAULT_KINDS
 from llmlabel.labeltypes import Scored, StructuredModel, VoteTable, structured_model
 from llmlabel.schema import Options, SingleChoice, canonical_json
 from llmlabel.store.db import reader
+from llmlabel.store.prepared import Prepared
 from llmlabel.store.tables import Gold, Item, Project, Vote, Voter, utcnow
 
 REFIT_SECONDS = 60.0
@@ -352,7 +353,7 @@ def _store(
         by_status[v["status"]] += 1
         out.append(v)
     if out:
-        session.connection().execute(_STORE_DECISION, out)
+        _STORE_DECISION.run_many(session, out)
     return dict(by_status)
 
 
@@ -361,7 +362,7 @@ _CHUNK = (col(Item.project_id) == bindparam("project_id"), col(Item.id).between(
 _CHUNK_LOCK = select(col(Item.id)).where(*_CHUNK).with_for_update(skip_locked=True)
 _CHUNK_STATE = sa.select(col(Item.id), col(Item.status), col(Item.decided_by), col(Item.decided_at), col(Item.conflict_kind),
                          col(Item.final_label), col(Item.updated_at)).where(*_CHUNK)
-_STORE_DECISION = update(Item.__table__).where(Item.__table__.c.id == bindparam("_id"))  # type: ignore[attr-defined]
+_STORE_DECISION = Prepared(update(Item.__table__).where(Item.__table__.c.id == bindparam("_id")))  # type: ignore[attr-defined]
 
 
 def _need(config: ProjectConfig, next_kind: str | None, humans: int) -> int:
@@ -472,18 +473,19 @@ def _refit_in_background(
 
 
 # after_vote's statements, built once: it runs on every vote, and building costs more than running
-_ITEM_STATE = (  # (id, status, decided_by, decided_at, conflict_kind, final_label, gold id, id)
+_ITEM_STATE_ROWS = (  # (id, status, decided_by, decided_at, conflict_kind, final_label, gold id, id)
     sa.select(col(Item.id), col(Item.status), col(Item.decided_by), col(Item.decided_at), col(Item.conflict_kind),
               col(Item.final_label), col(Gold.id), col(Item.id))
     .outerjoin(Gold, col(Gold.item_id) == Item.id)
     .where(col(Item.id) == bindparam("item_id"))
 )
-_ITEM_STATE_FIELDS = _ITEM_STATE.with_only_columns(
+_ITEM_STATE = Prepared(_ITEM_STATE_ROWS)
+_ITEM_STATE_FIELDS = Prepared(_ITEM_STATE_ROWS.with_only_columns(
     col(Item.id), col(Item.status), col(Item.decided_by), col(Item.decided_at), col(Item.conflict_kind),
     col(Item.final_label), col(Gold.id), col(Item.fields),
-)
+))
 _VOTED_ITEMS = select(col(Vote.item_id)).where(col(Vote.voter_id) == bindparam("voter_id"))
-_ITEM_VOTES = (
+_ITEM_VOTES = Prepared(
     sa.select(col(Vote.item_id), col(Vote.voter_id), col(Vote.label), col(Vote.confidence), col(Voter.kind))
     .join(Voter, col(Voter.id) == Vote.voter_id)
     .where(col(Vote.item_id) == bindparam("item_id"), col(Voter.status) != "gated")
@@ -509,14 +511,38 @@ def after_gating(session: Session, *, project: Project, config: ProjectConfig, v
 
 def _redecide(session: Session, project: Project, config: ProjectConfig, fit: Fit, item_id: int) -> None:
     need_fields = isinstance(config.labels, Options)
-    state = session.connection().execute(_ITEM_STATE_FIELDS if need_fields else _ITEM_STATE, {"item_id": item_id}).first()
-    if state is None or state[2] == "adjudication" or state[6] is not None:
-        return  # settled by a reviewer, or gold: decided by its gold label, whatever the votes say
-    rows = list(session.connection().execute(_ITEM_VOTES, {"item_id": item_id}).all())
+    state = (_ITEM_STATE_FIELDS if need_fields else _ITEM_STATE).first(session, {"item_id": item_id})
+    if state is None or state[2] == "adjudication":
+        return  # settled by a reviewer
+    if state[6] is not None:  # gold: decided by its gold label, whatever the votes say
+        if state[2] != "gold":
+            settle_gold(session, item_ids=[item_id])
+        return
+    rows = _ITEM_VOTES.all(session, {"item_id": item_id})
     table = _table(rows, np.array([item_id], dtype=np.int64), fit.voter_code, fit.kind_names,
                    [state[7]] if need_fields else None)
     _decide_and_store(session, project, config, fit, np.array([item_id], dtype=np.int64), table, {},
                       current={item_id: tuple(state[:6])})
+
+
+def settle_gold(session: Session, *, item_ids: list[int]) -> None:
+    """Decide items by their gold labels as soon as they have them (a refit would too): a gold
+    item left open is served as an ordinary task, to any number of annotators, and starves the
+    real queue while hiding gold at far more than the gold rate."""
+    now = utcnow()
+    for start in range(0, len(item_ids), STORE_CHUNK):
+        _SETTLE_GOLD.run(session, {"ids": item_ids[start:start + STORE_CHUNK], "now": now})
+
+
+_GOLD_LABEL = select(col(Gold.label)).where(col(Gold.item_id) == Item.id).scalar_subquery()
+_SETTLE_GOLD = Prepared(
+    update(Item)
+    .where(col(Item.id).in_(bindparam("ids", expanding=True)), sa.or_(col(Item.decided_by).is_(None),
+                                                                       col(Item.decided_by) != "adjudication"))
+    .values(status="final", final_label=_GOLD_LABEL, confidence=1.0, decided_by="gold", decided_level=None,
+            next_kind=None, votes_needed=0, priority=0.0, conflict_kind=None, decided_at=bindparam("now"),
+            updated_at=bindparam("now"))
+)
 
 
 def voter_reliabilities(session: Session, *, project: Project, config: ProjectConfig) -> dict[int, float]:

@@ -21,6 +21,7 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
 from llmlabel.config import ProjectConfig
+from llmlabel.decisions import settle_gold
 from llmlabel.errors import ImportRowsError, InputError, LabelError, RowProblem
 from llmlabel.readers import detect_format, read_rows
 from llmlabel.schema import canonical_json
@@ -310,6 +311,7 @@ def _store_gold(
                     "weight": weight, "split": split or gold_split(ext), "created_at": now})
     if out:
         session.execute(insert(gold), out)
+        settle_gold(session, item_ids=[row["item_id"] for row in out])
     return len(out), unchanged
 
 

@@ -20,29 +20,31 @@ from sqlmodel import Session, col, select
 from llmlabel import decisions
 from llmlabel.config import ProjectConfig
 from llmlabel.errors import ConflictError, InputError, NotFoundError, PermissionDeniedError
-from llmlabel.quality.gating import gate, gold_rate, gold_record, next_status
+from llmlabel.quality.gating import gold_rate, gold_record, next_status, set_status
 from llmlabel.rendering import render_item
 from llmlabel.schema import Options
 from llmlabel.store import leases
+from llmlabel.store.prepared import Prepared
 from llmlabel.store.tables import Item, Lease, Project, Vote, Voter, utcnow
 from llmlabel.votes import NewVote, VoteInput, record_votes
 
 # Statements of every task request, built once: building one costs more than running it.
-_ITEM = select(col(Item.external_id), col(Item.fields)).where(col(Item.id) == bindparam("item_id"))
-_LEASE = (  # sqlalchemy's select: sqlmodel's is typed for at most four columns
+_ITEM = Prepared(select(col(Item.external_id), col(Item.fields)).where(col(Item.id) == bindparam("item_id")))
+_LEASE = Prepared(  # sqlalchemy's select: sqlmodel's is typed for at most four columns
     sa.select(col(Lease.id), col(Lease.voter_id), col(Lease.project_id), col(Lease.state), col(Lease.expires_at),
               col(Lease.created_at), col(Lease.is_gold), col(Lease.item_id), col(Item.external_id), col(Item.fields))
     .join(Item, col(Item.id) == Lease.item_id)
     .where(col(Lease.token) == bindparam("token"))
 )
-_HELD = (  # the voter's live lease, if any
+_HELD = Prepared(  # the voter's live lease, if any
     select(col(Lease.token), col(Lease.item_id), col(Lease.expires_at))
     .where(col(Lease.voter_id) == bindparam("voter_id"), col(Lease.state) == "active",
            col(Lease.expires_at) > bindparam("now"))
     .order_by(col(Lease.id))
     .limit(1)
 )
-_VOTE_ID = select(col(Vote.id)).where(col(Vote.item_id) == bindparam("item_id"), col(Vote.voter_id) == bindparam("voter_id"))
+_VOTE_ID = Prepared(select(col(Vote.id)).where(col(Vote.item_id) == bindparam("item_id"),
+                                                col(Vote.voter_id) == bindparam("voter_id")))
 
 
 @dataclass
@@ -89,9 +91,10 @@ def next_task(session: Session, *, project: Project, config: ProjectConfig, vote
             f"annotator {voter.name!r} is paused: their accuracy on gold tasks is under the project's "
             f"quality bar ({config.policy.quality_bar:.0%}); ask a project admin"
         )
-    held = session.connection().execute(_HELD, {"voter_id": voter.id, "now": utcnow()}).first()
+    held = _HELD.first(session, {"voter_id": voter.id, "now": utcnow()})
     if held is not None:  # a reloaded page, a lost response: the task they hold, not a second lease
-        return _task(session, config, token=held.token, item_id=held.item_id, expires_at=held.expires_at)
+        token, item_id, expires_at = held
+        return _task(session, config, token=token, item_id=item_id, expires_at=expires_at)
     policy = config.policy
     record = gold_record(session, voter_id=voter.id)  # type: ignore[arg-type]
     qualifying = voter.status == "qualifying"
@@ -110,7 +113,9 @@ def next_task(session: Session, *, project: Project, config: ProjectConfig, vote
 
 
 def _task(session: Session, config: ProjectConfig, *, token: str, item_id: int, expires_at: datetime) -> Task:
-    external_id, fields = session.connection().execute(_ITEM, {"item_id": item_id}).one()
+    found = _ITEM.first(session, {"item_id": item_id})
+    assert found is not None  # the lease holds the item: it cannot be gone
+    external_id, fields = found
     return Task(
         lease_token=token,
         item_id=external_id,
@@ -171,16 +176,32 @@ def release(session: Session, *, project: Project, voter: Voter, lease_token: st
     leases.release(session, lease_ids=[lease.id])
 
 
-def _own_lease(session: Session, *, project: Project, voter: Voter, lease_token: str) -> Any:
+@dataclass(frozen=True)
+class _HeldLease:
+    """A lease row with its item, in ``_LEASE``'s column order."""
+
+    id: int
+    voter_id: int
+    project_id: int
+    state: str
+    expires_at: datetime
+    created_at: datetime
+    is_gold: bool
+    item_id: int
+    external_id: str
+    fields: dict[str, Any]
+
+
+def _own_lease(session: Session, *, project: Project, voter: Voter, lease_token: str) -> _HeldLease:
     """The voter's lease (with its item) under this token; 404 for anyone else's or none."""
-    lease = session.connection().execute(_LEASE, {"token": lease_token}).first()
-    if lease is None or lease.voter_id != voter.id or lease.project_id != project.id:
+    row = _LEASE.first(session, {"token": lease_token})
+    if row is None or row[1] != voter.id or row[2] != project.id:
         raise NotFoundError("no such task for you: the lease token is unknown or belongs to someone else")
-    return lease
+    return _HeldLease(*row)
 
 
 def _vote_id(session: Session, item_id: int, voter_id: int) -> int | None:
-    return session.connection().execute(_VOTE_ID, {"item_id": item_id, "voter_id": voter_id}).scalar()
+    return _VOTE_ID.scalar(session, {"item_id": item_id, "voter_id": voter_id})
 
 
 def _check_distribution(dist: dict[str, float], config: ProjectConfig, fields: dict[str, Any]) -> None:
@@ -199,9 +220,6 @@ def _after_gold_answer(session: Session, *, project: Project, config: ProjectCon
     status = next_status(voter.status, record, config.policy)
     if status == voter.status:
         return
+    set_status(session, voter=voter, status=status)
     if status == "gated":
-        gate(session, voter=voter)
         decisions.after_gating(session, project=project, config=config, voter_id=voter.id)  # type: ignore[arg-type]
-    else:
-        voter.status = status
-        session.add(voter)

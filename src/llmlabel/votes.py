@@ -22,6 +22,7 @@ from sqlalchemy.orm.util import identity_key
 from sqlmodel import Session, select
 
 from llmlabel.errors import StorageError
+from llmlabel.store.prepared import Prepared, dialect_name
 from llmlabel.store.tables import Item, Vote, utcnow
 
 
@@ -59,11 +60,11 @@ def record_votes(session: Session, *, project_id: int, votes: Sequence[NewVote])
     now = utcnow()
     rows = [{"project_id": project_id, "item_id": v.item_id, "voter_id": v.voter_id, "created_at": now,
              **v.vote.__dict__} for v in votes]
-    created = {(int(item), int(voter)): int(vid) for vid, item, voter in session.connection().execute(_insert(session), rows)}
+    created = {(int(item), int(voter)): int(vid) for vid, item, voter in _insert(session).returning(session, rows)}
     per_item = Counter(item for item, _ in created)  # new votes per item: one UPDATE per distinct count
     for n in sorted(set(per_item.values())):
         ids = [item for item, k in per_item.items() if k == n]
-        session.connection().execute(_COUNT, {"ids": ids, "n": n, "now": now})
+        _COUNT.run(session, {"ids": ids, "n": n, "now": now})
         for item in ids:  # an Item the caller holds sees its new count, as an ORM update would show it
             held = session.identity_map.get(identity_key(Item, item)) if session.identity_map else None
             if held is not None:
@@ -74,19 +75,19 @@ def record_votes(session: Session, *, project_id: int, votes: Sequence[NewVote])
 
 _VOTES = Vote.__table__  # type: ignore[attr-defined]
 _ITEMS = Item.__table__  # type: ignore[attr-defined]
-_COUNT = (
+_COUNT = Prepared(
     update(_ITEMS).where(_ITEMS.c.id.in_(bindparam("ids", expanding=True)))
     .values(vote_count=_ITEMS.c.vote_count + bindparam("n"), updated_at=bindparam("now"))
 )
 _INSERTS = {
-    name: dialect.insert(_VOTES).on_conflict_do_nothing(index_elements=["item_id", "voter_id"])
-    .returning(_VOTES.c.id, _VOTES.c.item_id, _VOTES.c.voter_id)
+    name: Prepared(dialect.insert(_VOTES).on_conflict_do_nothing(index_elements=["item_id", "voter_id"])
+                   .returning(_VOTES.c.id, _VOTES.c.item_id, _VOTES.c.voter_id))
     for name, dialect in (("sqlite", sqlite), ("postgresql", postgresql))
 }
 
 
-def _insert(session: Session) -> Any:
-    name = session.get_bind().dialect.name
+def _insert(session: Session) -> Prepared:
+    name = dialect_name(session)
     if name not in _INSERTS:
         raise StorageError(f"unsupported database {name!r}: use SQLite or PostgreSQL")
     return _INSERTS[name]

@@ -30,7 +30,7 @@ def test_a_whole_session(tmp_path: Path, cli: Callable[..., CliResult]) -> None:
         ("init",),
         ("import", "items", "items.csv", "--gold-field", "gold"),
         ("import", "gold", "gold.jsonl"),
-        ("export", "out/data.jsonl", "--status", "open"),
+        ("export", "out/data.jsonl"),
     ]
     outputs = []
     for step in steps:
@@ -43,6 +43,9 @@ def test_a_whole_session(tmp_path: Path, cli: Callable[..., CliResult]) -> None:
     assert (tmp_path / "llmlabel.db").exists(), "the database sits beside the project file by default"
     records = [json.loads(line) for line in (tmp_path / "out" / "data.jsonl").read_text(encoding="utf-8").splitlines()]
     assert [(r["id"], r["gold"]) for r in records] == [("r1", "positive"), ("r2", "negative"), ("r3", None)]
+    # a gold item is decided by its gold label at import: never served as an ordinary task
+    assert [(r["status"], r["label"], r["decided_by"]) for r in records] == [
+        ("final", "positive", "gold"), ("final", "negative", "gold"), ("open", None, None)]
     assert all("gold" not in r["item"] for r in records)
     status = cli("status", cwd=tmp_path)
     assert status.returncode == 0, status.stderr

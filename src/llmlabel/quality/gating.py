@@ -10,12 +10,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import bindparam
+from sqlalchemy import bindparam, update
+from sqlalchemy.orm.attributes import set_committed_value
 from sqlmodel import Session, col, select
 
 from llmlabel.config import Policy
 from llmlabel.quality.intervals import wilson_interval
 from llmlabel.schema import canonical_json
+from llmlabel.store.prepared import Prepared
 from llmlabel.store.tables import Gold, Vote, Voter
 
 RECENT = 10
@@ -37,7 +39,7 @@ def wilson_lower_bound(correct: int, total: int) -> float:
     return wilson_interval(correct, total, confidence=0.90).low if total else 0.0
 
 
-_GOLD_ANSWERS = (  # built once: it runs on every task request
+_GOLD_ANSWERS = Prepared(  # it runs on every task request
     select(Vote.label, Gold.label)
     .join(Gold, col(Gold.item_id) == Vote.item_id)
     .where(col(Vote.voter_id) == bindparam("voter_id"), col(Vote.label).is_not(None))
@@ -46,7 +48,7 @@ _GOLD_ANSWERS = (  # built once: it runs on every task request
 
 
 def gold_record(session: Session, *, voter_id: int) -> GoldRecord:
-    rows = session.connection().execute(_GOLD_ANSWERS, {"voter_id": voter_id}).all()
+    rows = _GOLD_ANSWERS.all(session, {"voter_id": voter_id})
     outcomes = [canonical_json(v) == canonical_json(g) for v, g in rows]
     return GoldRecord(sum(outcomes), len(outcomes), tuple(outcomes[-RECENT:]))
 
@@ -90,7 +92,10 @@ def min_evidence(bar: float) -> int:
     return n
 
 
-def gate(session: Session, *, voter: Voter) -> None:
-    voter.status = "gated"
-    session.add(voter)
-    session.flush()
+def set_status(session: Session, *, voter: Voter, status: str) -> None:
+    """Store a voter's new standing (and show it on the object the caller holds)."""
+    _SET_STATUS.run(session, {"voter_id": voter.id, "status": status})
+    set_committed_value(voter, "status", status)
+
+
+_SET_STATUS = Prepared(update(Voter).where(col(Voter.id) == bindparam("voter_id")).values(status=bindparam("status")))

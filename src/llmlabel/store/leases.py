@@ -41,6 +41,7 @@ from sqlalchemy.orm.attributes import set_committed_value
 from sqlalchemy.orm.util import identity_key
 from sqlmodel import Session, col
 
+from llmlabel.store.prepared import Prepared, dialect_name
 from llmlabel.store.tables import Gold, Item, Lease, Vote, utcnow
 
 _LEASES: Table = Lease.__table__  # type: ignore[attr-defined]  # SQLModel's stubs do not declare __table__
@@ -90,9 +91,9 @@ class _Pick:
     them): ``pick`` the first ``limit`` eligible items in queue order; on PostgreSQL, ``locked``
     the same with row locks, past the ``passed`` items, and ``recheck`` the locked ones."""
 
-    pick: Any
-    locked: Any
-    recheck: Any
+    pick: Prepared
+    locked: Prepared
+    recheck: Prepared
 
 
 @cache
@@ -110,22 +111,30 @@ def _statements(human: bool, limit: int, scope: str) -> _Pick:
     locked = (pick.where(col(Item.id).not_in(bindparam("passed", expanding=True)))
               .with_for_update(of=Item, skip_locked=True))
     recheck = select(col(Item.id)).where(col(Item.id).in_(bindparam("locked", expanding=True)), *conditions)
-    return _Pick(pick, locked, recheck)
+    return _Pick(Prepared(pick), Prepared(locked), Prepared(recheck))
 
 
 @cache
-def _gold_pick(limit: int) -> Any:
+def _gold_pick(limit: int) -> Prepared:
     """Gold tasks in a random order, so annotators do not all meet the same ones."""
     conditions = _eligible(voter_id=bindparam("voter_id"), human=True, now=bindparam("now"), gold=True)
-    return select(col(Item.id)).where(col(Item.project_id) == bindparam("project_id"), *conditions).order_by(func.random()).limit(limit)
+    return Prepared(select(col(Item.id)).where(col(Item.project_id) == bindparam("project_id"), *conditions)
+                    .order_by(func.random()).limit(limit))
 
 
 _ORDER = (col(Item.priority).desc(), col(Item.id))
 _QUEUE = select(col(Item.id), col(Item.priority)).where(col(Item.project_id) == bindparam("project_id"), col(Item.status) == "open")
-_WINDOW_FIRST = _QUEUE.order_by(*_ORDER).limit(WINDOW)
-_WINDOW_AFTER = _QUEUE.where(  # the next window: after the last item of the previous one
+_WINDOW_FIRST = Prepared(_QUEUE.order_by(*_ORDER).limit(WINDOW))
+_WINDOW_AFTER = Prepared(_QUEUE.where(  # the next window: after the last item of the previous one
     or_(col(Item.priority) < bindparam("priority"), and_(col(Item.priority) == bindparam("priority"), col(Item.id) > bindparam("after")))
-).order_by(*_ORDER).limit(WINDOW)
+).order_by(*_ORDER).limit(WINDOW))
+
+
+_LAPSED = Prepared(select(_LEASES.c.item_id, _LEASES.c.id)
+                   .where(_LEASES.c.voter_id == bindparam("voter_id"), _LEASES.c.item_id.in_(bindparam("ids", expanding=True))))
+_TAKE_BACK = Prepared(update(_LEASES).where(_LEASES.c.id == bindparam("lease_id")).values(
+    token=bindparam("new_token"), state="active", expires_at=bindparam("expires"), created_at=bindparam("created")))
+_INSERT = Prepared(insert(_LEASES).returning(_LEASES.c.id, _LEASES.c.item_id))
 
 
 def _candidates(
@@ -134,7 +143,7 @@ def _candidates(
 ) -> list[int]:
     params: dict[str, Any] = {"project_id": project_id, "voter_id": voter_id, "now": now}
     if gold:
-        return list(session.connection().execute(_gold_pick(limit), params).scalars())
+        return _gold_pick(limit).scalars(session, params)
     if item_ids is not None:
         return _first(session, _statements(human, limit, "project_ids"), {**params, "ids": item_ids})
     if not human:
@@ -144,29 +153,29 @@ def _candidates(
     # open items share one priority (nobody has voted on them), which no index orders by age.
     # The window's items are the project's, so the project is not named again: that would
     # tempt the planner into the queue index (all open items) instead of the primary key.
-    window = session.connection().execute(_WINDOW_FIRST, params).all()
+    window = _WINDOW_FIRST.all(session, params)
     while True:
         ids = [i for i, _ in window]
         found = _first(session, _statements(True, limit, "ids"), {**params, "ids": ids}) if ids else []
         if found or len(window) < WINDOW:
             return found
-        window = session.connection().execute(_WINDOW_AFTER, {**params, "priority": window[-1][1], "after": window[-1][0]}).all()
+        window = _WINDOW_AFTER.all(session, {**params, "priority": window[-1][1], "after": window[-1][0]})
 
 
 def _first(session: Session, statements: _Pick, params: dict[str, Any]) -> list[int]:
     """The first eligible items in queue order, locked on PostgreSQL."""
-    if session.get_bind().dialect.name != "postgresql":
-        return list(session.connection().execute(statements.pick, params).scalars())
+    if dialect_name(session) != "postgresql":
+        return statements.pick.scalars(session, params)
     # The locking statement judges rows on its snapshot; it may reach a row just after another
     # claimer committed a lease on it (a row lock alone does not make PostgreSQL re-read the
     # leases). Once the rows are ours, judge them again in a new statement, which sees every
     # lease committed before we locked them; if none is still free, look further down.
     passed: list[int] = []
     for _ in range(RECHECK_ROUNDS):
-        locked = list(session.connection().execute(statements.locked, {**params, "passed": passed}).scalars())
+        locked = statements.locked.scalars(session, {**params, "passed": passed})
         if not locked:
             return []
-        still = set(session.connection().execute(statements.recheck, {**params, "locked": locked}).scalars())
+        still = set(statements.recheck.scalars(session, {**params, "locked": locked}))
         if still:
             return [i for i in locked if i in still]
         passed.extend(locked)
@@ -193,38 +202,30 @@ def claim(
     if not ids:
         return []
     lapsed: dict[int, int] = {} if human else dict(  # an annotator is never offered an item leased to it before
-        session.connection().execute(
-            select(_LEASES.c.item_id, _LEASES.c.id).where(_LEASES.c.voter_id == voter_id, _LEASES.c.item_id.in_(ids))
-        ).all()
-    )
+        _LAPSED.all(session, {"voter_id": voter_id, "ids": ids}))  # (item id, lease id) rows
     tokens = {item_id: secrets.token_urlsafe(24) for item_id in ids}
     taken = {item_id: lapsed[item_id] for item_id in ids if item_id in lapsed}
-    table = _LEASES
     created = utcnow()  # once the candidates are found (locked): a lease starts when it is taken
     if taken:  # an LLM labeler taking back its own lapsed leases
-        session.connection().execute(
-            update(table).where(table.c.id == bindparam("lease_id"))
-            .values(token=bindparam("new_token"), state="active", expires_at=expires, created_at=created),
-            [{"lease_id": taken[i], "new_token": tokens[i]} for i in taken],
-        )
+        _TAKE_BACK.run_many(session, [{"lease_id": taken[i], "new_token": tokens[i], "expires": expires, "created": created}
+                                      for i in taken])
     rows = [{"project_id": project_id, "item_id": i, "voter_id": voter_id, "token": tokens[i], "state": "active",
              "is_human": human, "is_gold": gold, "created_at": created, "expires_at": expires}
             for i in ids if i not in taken]
     if gold:  # gold rows are not locked: the same annotator's concurrent request may win
         taken.update(_insert_each(session, rows))
     elif rows:  # the rows are locked (or the database is): all of them in one statement
-        taken.update((int(i), int(lid)) for lid, i in session.connection().execute(insert(table).returning(table.c.id, table.c.item_id), rows))
+        taken.update((int(i), int(lid)) for lid, i in _INSERT.returning(session, rows))
     return [Claim(lease_id=taken[i], token=tokens[i], item_id=i, expires_at=expires) for i in ids if i in taken]
 
 
 def _insert_each(session: Session, rows: list[dict[str, Any]]) -> dict[int, int]:
     """Insert leases one by one, skipping those another transaction got first: item → lease id."""
-    table = _LEASES
     out = {}
     for row in rows:
         try:
             with session.begin_nested():
-                out[row["item_id"]] = int(session.connection().execute(insert(table).returning(table.c.id), row).scalar_one())
+                out[row["item_id"]] = int(_INSERT.all(session, row)[0][0])
         except IntegrityError:
             continue
     return out
@@ -234,20 +235,19 @@ def finish(session: Session, *, lease_ids: Sequence[int]) -> None:
     """Mark leases done (their votes are recorded)."""
     if not lease_ids:
         return
-    session.connection().execute(_FINISH, {"ids": list(lease_ids)})
+    _FINISH.run(session, {"ids": list(lease_ids)})
     for i in lease_ids if session.identity_map else ():  # a Lease the caller holds says so too
         held = session.identity_map.get(identity_key(Lease, i))
         if held is not None:
             set_committed_value(held, "state", "done")
 
 
-_FINISH = update(_LEASES).where(_LEASES.c.id.in_(bindparam("ids", expanding=True))).values(state="done")
+_FINISH = Prepared(update(_LEASES).where(_LEASES.c.id.in_(bindparam("ids", expanding=True))).values(state="done"))
+_RELEASE = Prepared(update(_LEASES).where(_LEASES.c.id.in_(bindparam("ids", expanding=True)), _LEASES.c.state == "active")
+                    .values(state="expired", expires_at=bindparam("now")))
 
 
 def release(session: Session, *, lease_ids: list[int]) -> None:
     """Give leases back early (a skipped task, an interrupted run): the items return to the pool."""
     if lease_ids:
-        session.connection().execute(
-            update(Lease).where(col(Lease.id).in_(lease_ids), col(Lease.state) == "active")
-            .values(state="expired", expires_at=utcnow())
-        )
+        _RELEASE.run(session, {"ids": list(lease_ids), "now": utcnow()})

@@ -13,6 +13,7 @@ from sqlmodel import Session, select
 from llmlabel.api.deps import CallerDep
 from llmlabel.api.schemas import TaskOut, VoteIn, VoteOut
 from llmlabel.errors import ConflictError, InputError
+from llmlabel.store.prepared import Prepared, dialect_name
 from llmlabel.store.tables import IdempotencyRecord, utcnow
 from llmlabel.tasks import Task, next_task, release, submit
 
@@ -47,9 +48,9 @@ def _replay(session: Session, account_id: int, key: str, request_hash: str) -> J
     return JSONResponse(record.response, status_code=record.status_code, headers={"Idempotent-Replayed": "true"})
 
 
-def _insert_new_key(dialect: Any) -> Any:
+def _insert_new_key(dialect: Any) -> Prepared:
     table = IdempotencyRecord.__table__  # type: ignore[attr-defined]
-    return dialect.insert(table).on_conflict_do_nothing(index_elements=["account_id", "key"]).returning(table.c.id)
+    return Prepared(dialect.insert(table).on_conflict_do_nothing(index_elements=["account_id", "key"]).returning(table.c.id))
 
 
 _REMEMBER = {"postgresql": _insert_new_key(postgresql), "sqlite": _insert_new_key(sqlite)}  # built once
@@ -57,10 +58,10 @@ _REMEMBER = {"postgresql": _insert_new_key(postgresql), "sqlite": _insert_new_ke
 
 def _remember(session: Session, account_id: int, key: str, request_hash: str, out: VoteOut) -> bool:
     """Store the answer under its key; False if the key already holds one (a concurrent replay)."""
-    stmt = _REMEMBER[session.get_bind().dialect.name]
+    stmt = _REMEMBER[dialect_name(session)]
     row = {"account_id": account_id, "key": key, "request_hash": request_hash, "status_code": 201,
            "response": out.model_dump(), "created_at": utcnow()}
-    return session.connection().execute(stmt, row).first() is not None
+    return stmt.first(session, row) is not None
 
 
 @router.post("/{lease_token}/vote", response_model=VoteOut, status_code=status.HTTP_201_CREATED)
