@@ -16,6 +16,7 @@ claimers pass each other instead of queueing, and judged again once locked (see
 
 from __future__ import annotations
 
+import random
 import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -59,9 +60,11 @@ class Claim:
 
 
 def _eligible(*, voter_id: Any, human: bool, now: Any, gold: bool) -> list[Any]:
-    """The conditions an item (of the project) must meet to be leased to this voter now."""
-    voted = exists().where(col(Vote.item_id) == Item.id, col(Vote.voter_id) == voter_id)
-    own_lease = col(Lease.item_id) == Item.id
+    """The conditions an item (of the project) must meet to be leased to this voter now; a
+    gold task's are on the gold row's item (the pick walks the gold table)."""
+    item = col(Gold.item_id) if gold else col(Item.id)
+    voted = exists().where(col(Vote.item_id) == item, col(Vote.voter_id) == voter_id)
+    own_lease = col(Lease.item_id) == item
     if human:
         leased_before = exists().where(own_lease, col(Lease.voter_id) == voter_id)
     else:
@@ -71,7 +74,7 @@ def _eligible(*, voter_id: Any, human: bool, now: Any, gold: bool) -> list[Any]:
         )
     conditions: list[Any] = [~voted, ~leased_before]
     if gold:  # a gold task: any gold item, whatever its status
-        conditions.append(exists().where(col(Gold.item_id) == Item.id))
+        pass
     elif human:
         live_human_leases = (
             select(func.count())
@@ -115,11 +118,27 @@ def _statements(human: bool, limit: int, scope: str) -> _Pick:
 
 
 @cache
-def _gold_pick(limit: int) -> Prepared:
-    """Gold tasks in a random order, so annotators do not all meet the same ones."""
+def _gold_picks(limit: int) -> tuple[Prepared, Prepared]:
+    """The first eligible gold items from a pivot on, and before it. Walking the gold table
+    from a random pivot spreads annotators over the gold as a random order would, without
+    judging every gold item first (ORDER BY random() did: ~8 ms a pick with 400 gold items)."""
     conditions = _eligible(voter_id=bindparam("voter_id"), human=True, now=bindparam("now"), gold=True)
-    return Prepared(select(col(Item.id)).where(col(Item.project_id) == bindparam("project_id"), *conditions)
-                    .order_by(func.random()).limit(limit))
+    base = select(col(Gold.item_id)).where(col(Gold.project_id) == bindparam("project_id"), *conditions)
+    return (Prepared(base.where(col(Gold.item_id) >= bindparam("pivot")).order_by(col(Gold.item_id)).limit(limit)),
+            Prepared(base.where(col(Gold.item_id) < bindparam("pivot")).order_by(col(Gold.item_id)).limit(limit)))
+
+
+_GOLD_RANGE = Prepared(select(func.min(Gold.item_id), func.max(Gold.item_id)).where(col(Gold.project_id) == bindparam("project_id")))
+
+
+def _gold_candidates(session: Session, params: dict[str, Any], limit: int) -> list[int]:
+    lo, hi = _GOLD_RANGE.first(session, params) or (None, None)
+    if lo is None:
+        return []
+    after, before = _gold_picks(limit)
+    pivot = {**params, "pivot": random.randint(lo, hi)}
+    found = after.scalars(session, pivot)
+    return found if len(found) == limit else found + before.scalars(session, pivot)[:limit - len(found)]
 
 
 _ORDER = (col(Item.priority).desc(), col(Item.id))
@@ -143,7 +162,7 @@ def _candidates(
 ) -> list[int]:
     params: dict[str, Any] = {"project_id": project_id, "voter_id": voter_id, "now": now}
     if gold:
-        return _gold_pick(limit).scalars(session, params)
+        return _gold_candidates(session, params, limit)
     if item_ids is not None:
         return _first(session, _statements(human, limit, "project_ids"), {**params, "ids": item_ids})
     if not human:
