@@ -106,6 +106,10 @@ def next_task(session: Session, *, project: Project, config: ProjectConfig, vote
     if not claims and not qualifying:
         claims = leases.claim(session, project_id=project.id, voter_id=voter.id, human=True, limit=1,  # type: ignore[arg-type]
                               lease_seconds=policy.lease_seconds)
+        if not claims and decisions.settle_deferred(session, project=project, config=config):
+            # items whose re-decision this process still owes may want this voter
+            claims = leases.claim(session, project_id=project.id, voter_id=voter.id, human=True, limit=1,  # type: ignore[arg-type]
+                                  lease_seconds=policy.lease_seconds)
     if not claims:
         return None
     claim = claims[0]

@@ -6,32 +6,47 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 from fastapi import FastAPI
 from sqlalchemy.engine import Engine
 
+from llmlabel import decisions
 from llmlabel.api import errors
+from llmlabel.api.deferred import ApplyDeferred
 from llmlabel.api.deps import ApiSettings
 from llmlabel.api.limits import BodySizeLimit
 from llmlabel.api.routes import batches, items, projects, quality, review, tasks, tokens
 from llmlabel.api.serialize import SerializeRequests
 from llmlabel.callbacks import deliver_due
-from llmlabel.decisions import refit_changed
 from llmlabel.web import pages
 
 log = logging.getLogger("llmlabel.api")
 
 
-def _lifespan(engine: Engine, settings: ApiSettings) -> Callable[[FastAPI], contextlib.AbstractAsyncContextManager[None]]:
-    """Background work of a server: delivering due callbacks, and refitting consensus for the
-    projects that received votes since the last round."""
+def _lifespan(
+    engine: Engine, settings: ApiSettings, write_lock: contextlib.AbstractAsyncContextManager[Any],
+) -> Callable[[FastAPI], contextlib.AbstractAsyncContextManager[None]]:
+    """Background work of a server: re-deciding voted items in batches, delivering due
+    callbacks, and refitting consensus for the projects that received votes since the last
+    round."""
+
+    async def decide_forever() -> None:
+        while True:
+            await asyncio.sleep(settings.decision_batch_seconds)
+            if decisions.has_deferred(engine):
+                try:
+                    async with write_lock:  # on SQLite, in turn with the requests
+                        decisions.apply_deferred(engine)
+                except Exception:  # the items wait for the next round; the periodic refit backs it up
+                    log.exception("batched re-decision failed")
 
     async def refit_forever() -> None:
         last_vote: dict[int, int] = {}
         while True:
             await asyncio.sleep(settings.refit_interval_seconds)
             try:
-                await asyncio.to_thread(refit_changed, engine, last_vote)
+                await asyncio.to_thread(decisions.refit_changed, engine, last_vote)
             except Exception:  # a failed round is retried at the next one
                 log.exception("periodic consensus refit failed")
 
@@ -46,6 +61,9 @@ def _lifespan(engine: Engine, settings: ApiSettings) -> Callable[[FastAPI], cont
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         tasks = []
+        if settings.decision_batch_seconds > 0:
+            decisions.defer_decisions(engine)
+            tasks.append(asyncio.create_task(decide_forever()))
         if settings.callback_interval_seconds > 0:
             tasks.append(asyncio.create_task(deliver_forever()))
         if settings.refit_interval_seconds > 0:
@@ -55,14 +73,21 @@ def _lifespan(engine: Engine, settings: ApiSettings) -> Callable[[FastAPI], cont
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        if settings.decision_batch_seconds > 0:
+            decisions.defer_decisions(engine, on=False)
+            async with write_lock:
+                decisions.apply_deferred(engine)
 
     return lifespan
 
 
 def create_app(engine: Engine, settings: ApiSettings | None = None) -> FastAPI:
     settings = settings or ApiSettings()
+    sqlite = engine.dialect.name == "sqlite"
+    lock = asyncio.Lock()
+    write_lock: contextlib.AbstractAsyncContextManager[Any] = lock if sqlite else contextlib.nullcontext()
     app = FastAPI(
-        lifespan=_lifespan(engine, settings),
+        lifespan=_lifespan(engine, settings, write_lock),
         title="llmlabel",
         version="0.1.0",
         description="Annotation and adjudication API: tasks with hidden gold, votes, consensus, review.",
@@ -78,8 +103,9 @@ def create_app(engine: Engine, settings: ApiSettings | None = None) -> FastAPI:
     def health() -> dict[str, str]:
         return {"status": "ok"}
 
-    if engine.dialect.name == "sqlite":
-        app.add_middleware(SerializeRequests)
+    app.add_middleware(ApplyDeferred, engine=engine)  # inside SerializeRequests: it writes
+    if sqlite:
+        app.add_middleware(SerializeRequests, lock=lock)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     return app
 

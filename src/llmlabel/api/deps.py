@@ -25,6 +25,7 @@ class ApiSettings:
     allow_private_callbacks: bool = False
     callback_interval_seconds: float = 1.0
     refit_interval_seconds: float = 60.0
+    decision_batch_seconds: float = 0.02  # 0: each vote re-decides its item in its own transaction
     web_cookie_name: str = "llmlabel_token"
 
 

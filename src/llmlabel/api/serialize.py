@@ -16,9 +16,9 @@ from typing import Any
 
 
 class SerializeRequests:
-    def __init__(self, app: Any) -> None:
+    def __init__(self, app: Any, lock: asyncio.Lock) -> None:
         self.app = app
-        self.lock = asyncio.Lock()
+        self.lock = lock  # shared with the server's batched re-decisions, which write too
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
