@@ -175,7 +175,11 @@ class Run:
 
         async def produce() -> None:
             claimed = 0
-            small = max(8, min(cfg.concurrency * 2, 256))  # a leased item starts soon after its claim
+            # A leased item starts soon after its claim, but not so small a batch that claims and
+            # ledger look-ups cost more than the labeling: each claim walks the items claimed before
+            # it (at concurrency 16, batches of 32 took 0.45 s of the writer per 4,000 calls, of 64
+            # 0.23 s). 64 items are under a minute's work even for the local model.
+            small = max(64, min(cfg.concurrency * 2, 256))
             batch = small
             while not stop.is_set() and (self.limit is None or claimed < self.limit):
                 n = batch if self.limit is None else min(batch, self.limit - claimed)
