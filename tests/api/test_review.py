@@ -124,3 +124,19 @@ def test_a_background_refit_stores_in_chunks_and_keeps_decisions_made_meanwhile(
     assert [got[f"r{i:04d}"]["label"] for i in range(5)] == ["negative", "positive", "negative", "positive", "negative"]
     assert got["r0005"]["status"] == "open"  # the newer decision stands
     assert got["r0006"]["status"] == "open"  # no votes
+
+
+def test_a_refit_rewrites_only_the_decisions_that_changed(api: Api) -> None:
+    api.project("p", target_confidence=0.8, min_human_votes=1)
+    api.items("p", reviews(5))
+    for i in range(3):
+        for name in ("ann", "bob"):
+            human_vote(api, "p", f"r{i:04d}", "positive", name)
+    decisions.refit_changed(api.engine, {})
+    stamped = {f"r{i:04d}": api.db_item("p", f"r{i:04d}").updated_at for i in range(5)}
+    decisions.refit_changed(api.engine, {})  # the same evidence: the same decisions, nothing written
+    assert {f"r{i:04d}": api.db_item("p", f"r{i:04d}").updated_at for i in range(5)} == stamped
+    human_vote(api, "p", "r0003", "negative", "cy")  # new evidence on one item
+    decisions.refit_changed(api.engine, {})
+    after = api.db_item("p", "r0003")
+    assert after.updated_at > stamped["r0003"] and after.posterior["negative"] > 0.5

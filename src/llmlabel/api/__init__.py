@@ -19,6 +19,7 @@ from llmlabel.api.limits import BodySizeLimit
 from llmlabel.api.routes import batches, items, projects, quality, review, tasks, tokens
 from llmlabel.api.serialize import SerializeRequests
 from llmlabel.callbacks import deliver_due
+from llmlabel.store.db import Leadership
 from llmlabel.web import pages
 
 log = logging.getLogger("llmlabel.api")
@@ -43,12 +44,17 @@ def _lifespan(
 
     async def refit_forever() -> None:
         last_vote: dict[int, int] = {}
-        while True:
-            await asyncio.sleep(settings.refit_interval_seconds)
-            try:
-                await asyncio.to_thread(decisions.refit_changed, engine, last_vote)
-            except Exception:  # a failed round is retried at the next one
-                log.exception("periodic consensus refit failed")
+        leader = Leadership(engine)  # several workers: one refits for all
+        try:
+            while True:
+                await asyncio.sleep(settings.refit_interval_seconds)
+                try:
+                    if await asyncio.to_thread(leader.held):
+                        await asyncio.to_thread(decisions.refit_changed, engine, last_vote)
+                except Exception:  # a failed round is retried at the next one
+                    log.exception("periodic consensus refit failed")
+        finally:
+            leader.release()
 
     async def deliver_forever() -> None:
         while True:

@@ -148,6 +148,43 @@ def reader(engine: Engine) -> Engine:
     return engine.execution_options(llmlabel_readonly=True)
 
 
+class Leadership:
+    """Which one of several server processes on a database does the work that one process
+    should do for all (the periodic consensus refit): on PostgreSQL, the holder of a session
+    advisory lock on a connection kept for the purpose; if its process dies, the connection
+    goes and the next process to ask takes over. On SQLite every process leads (one writer at
+    a time anyway, and one server process is the advised set-up)."""
+
+    KEY = 0x6C6C6D6C  # "llml"; the second key is the schema's
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self._conn: Any = None
+
+    def held(self) -> bool:
+        """Whether this process leads, taking the lead if nobody holds it."""
+        if self.engine.dialect.name != "postgresql":
+            return True
+        if self._conn is None:
+            conn = self.engine.raw_connection()
+            cur = conn.cursor()
+            # one lead per schema: several projects' databases may share one PostgreSQL database
+            cur.execute("SELECT pg_try_advisory_lock(%s, hashtext(current_schema()))", (self.KEY,))
+            row = cur.fetchone()
+            won = bool(row and row[0])
+            conn.commit()  # the lock is the session's, not the transaction's
+            if not won:
+                conn.close()
+                return False
+            self._conn = conn
+        return True
+
+    def release(self) -> None:
+        if self._conn is not None:
+            self._conn.invalidate()  # closes the connection, and the lock with it
+            self._conn = None
+
+
 @contextmanager
 def session_scope(engine: Engine) -> Iterator[Session]:
     """One unit of work: committed when the block ends, rolled back if it raises."""
