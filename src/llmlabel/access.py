@@ -11,8 +11,6 @@ from __future__ import annotations
 import hashlib
 import secrets
 from dataclasses import dataclass
-from datetime import datetime
-from functools import lru_cache
 
 import sqlalchemy as sa
 from sqlalchemy import and_, bindparam
@@ -25,7 +23,7 @@ from llmlabel.errors import (
     NotFoundError,
     PermissionDeniedError,
 )
-from llmlabel.projects import get_or_create_voter
+from llmlabel.projects import get_or_create_voter, project_from_row
 from llmlabel.store.prepared import Prepared
 from llmlabel.store.tables import Account, ApiToken, Membership, Project, Voter, utcnow
 
@@ -148,7 +146,7 @@ def project_caller(session: Session, *, token: str, name: str, roles: tuple[str,
     if row is None:
         raise AuthenticationError(_UNKNOWN_TOKEN)
     account_id, account_name, role, membership, project_id, *_ = row
-    project = _project(*row[4:8]) if project_id is not None else None
+    project = project_from_row(*row[4:8]) if project_id is not None else None
     principal = Principal(account_id, account_name, role,
                           frozenset((project_id,)) if membership is not None else frozenset())
     _check(principal, project, name, roles)
@@ -156,12 +154,6 @@ def project_caller(session: Session, *, token: str, name: str, roles: tuple[str,
     voter = None if voter_id is None else Voter(id=voter_id, project_id=voter_project, name=voter_name, kind=kind,
                                                 status=status, created_at=created_at)
     return ProjectCaller(principal, project, voter)  # type: ignore[arg-type]  # _check refused a missing project
-
-
-@lru_cache(maxsize=256)
-def _project(project_id: int, name: str, config_hash: str, created_at: datetime) -> Project:
-    """A project row as a detached object, made once per version of the row: callers only read it."""
-    return Project(id=project_id, name=name, config_hash=config_hash, created_at=created_at)
 
 
 def _check(principal: Principal, project: Project | None, name: str, roles: tuple[str, ...]) -> None:

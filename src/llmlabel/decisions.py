@@ -554,7 +554,7 @@ def has_deferred(engine: Any) -> bool:
 def apply_deferred(engine: Any) -> int:
     """Re-decide, one transaction per project, the items whose decisions wait in this
     process; returns how many."""
-    from llmlabel.projects import project_config
+    from llmlabel.projects import project_by_id, project_config
     from llmlabel.store.db import session_scope
 
     url = str(engine.url)
@@ -563,7 +563,7 @@ def apply_deferred(engine: Any) -> int:
     done = 0
     for project_id in projects:
         with session_scope(engine) as session:
-            project = session.get(Project, project_id)
+            project = project_by_id(session, project_id=project_id)
             if project is not None:
                 done += settle_deferred(session, project=project, config=project_config(session, project=project))
     return done

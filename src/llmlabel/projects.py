@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+from functools import lru_cache
+
 from sqlalchemy import bindparam
 from sqlalchemy.exc import IntegrityError
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from llmlabel.config import ProjectConfig, parse_config
 from llmlabel.errors import NotFoundError
+from llmlabel.store.prepared import Prepared
 from llmlabel.store.tables import Project, ProjectConfigVersion, Voter
 
 
@@ -37,6 +41,22 @@ def _has_version(session: Session, project_id: int | None, digest: str) -> bool:
         ProjectConfigVersion.project_id == project_id, ProjectConfigVersion.hash == digest
     )
     return session.exec(stmt).first() is not None
+
+
+@lru_cache(maxsize=256)
+def project_from_row(project_id: int, name: str, config_hash: str, created_at: datetime) -> Project:
+    """A project row as a detached object, made once per version of the row: the busy paths
+    only read it, and building or loading an ORM object cost more than the query."""
+    return Project(id=project_id, name=name, config_hash=config_hash, created_at=created_at)
+
+
+def project_by_id(session: Session, *, project_id: int) -> Project | None:
+    row = _PROJECT_ROW.first(session, {"project_id": project_id})
+    return None if row is None else project_from_row(*row)
+
+
+_PROJECT_ROW = Prepared(select(col(Project.id), col(Project.name), col(Project.config_hash), col(Project.created_at))
+                        .where(col(Project.id) == bindparam("project_id")))
 
 
 def get_project(session: Session, *, name: str) -> Project:
