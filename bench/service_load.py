@@ -204,6 +204,37 @@ def stop_server(proc: subprocess.Popen[bytes]) -> None:
         proc.wait()
 
 
+def _processes() -> list[tuple[int, int, str, float]]:
+    """(pid, parent pid, name, CPU seconds) of every process, from /proc (Linux)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    out = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            raw = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue
+        name = raw[raw.index("(") + 1:raw.rindex(")")]
+        fields = raw[raw.rindex(")") + 2:].split()
+        out.append((int(entry), int(fields[1]), name, (int(fields[11]) + int(fields[12])) / tick))
+    return out
+
+
+def cpu_seconds(root: int) -> tuple[float, float]:
+    """CPU seconds used so far by the server (``root`` and its descendants) and by PostgreSQL."""
+    procs = _processes()
+    tree: set[int] = {root}
+    while True:
+        grown = tree | {pid for pid, ppid, _, _ in procs if ppid in tree}
+        if grown == tree:
+            break
+        tree = grown
+    server = sum(cpu for pid, _, _, cpu in procs if pid in tree)
+    database = sum(cpu for _, _, name, cpu in procs if name.startswith("postgres"))
+    return server, database
+
+
 # ---------------------------------------------------------------------------------------------
 # the annotators
 
@@ -346,7 +377,9 @@ def run(kind: str, args: argparse.Namespace) -> dict[str, Any]:
             workers = args.workers or DEFAULT_WORKERS[kind]
             proc, base = start_server(db.url, workers)
             try:
+                server0, database0, own0 = *cpu_seconds(proc.pid), time.process_time()
                 tally, seconds = asyncio.run(hammer(base, tokens, args.seconds))
+                server1, database1, own1 = *cpu_seconds(proc.pid), time.process_time()
             finally:
                 stop_server(proc)
             invariants = check(db.url, tally)
@@ -359,6 +392,9 @@ def run(kind: str, args: argparse.Namespace) -> dict[str, Any]:
         "votes": votes, "votes_per_s": round(votes / seconds, 1),
         "next_p50_ms": round(pct(tally.next_ms, 0.5), 1), "next_p99_ms": round(pct(tally.next_ms, 0.99), 1),
         "vote_p50_ms": round(pct(tally.vote_ms, 0.5), 1), "vote_p99_ms": round(pct(tally.vote_ms, 0.99), 1),
+        "server_cpu_ms_per_vote": round(1000 * (server1 - server0) / max(votes, 1), 2),
+        "database_cpu_ms_per_vote": round(1000 * (database1 - database0) / max(votes, 1), 2) if kind == "postgres" else None,
+        "annotators_cpu_ms_per_vote": round(1000 * (own1 - own0) / max(votes, 1), 2),
         "statuses": {f"{op} {status}": n for (op, status), n in sorted(tally.statuses.items())},
         **invariants,
     }
@@ -396,6 +432,9 @@ def main() -> None:
         print(f"[{kind}] {r['votes_per_s']} votes/s over {r['seconds']} s ({r['workers']} workers, {r['annotators']} annotators); "
               f"next p50 {r['next_p50_ms']} ms p99 {r['next_p99_ms']} ms; vote p50 {r['vote_p50_ms']} ms p99 {r['vote_p99_ms']} ms "
               f"— goal {GOAL_VOTES_PER_S}/s, p99 < {GOAL_P99_MS} ms: {'met' if ok_speed else 'NOT met'}")
+        print(f"[{kind}] CPU per vote: server {r['server_cpu_ms_per_vote']} ms, "
+              + (f"PostgreSQL {r['database_cpu_ms_per_vote']} ms, " if kind == "postgres" else "")
+              + f"simulated annotators {r['annotators_cpu_ms_per_vote']} ms; load average {os.getloadavg()[0]:.1f}")
         print(f"[{kind}] invariants: {r['vote_rows']} vote rows, lost {r['lost_votes']}, unexplained {r['unexplained_rows']}, "
               f"duplicated {r['duplicated_votes']}, over-assigned {r['over_assigned_leases']}, 5xx {r['5xx']} "
               f"— {'ok' if ok_data else 'BROKEN'}")
