@@ -80,12 +80,20 @@ def simulate_votes(
     populations: Sequence[Population],
     *,
     class_prior: Sequence[float] | None = None,
+    item_difficulty: tuple[float, float] | None = None,
     seed: int = 0,
 ) -> Simulation:
-    """Votes from every population on every item (``per_item`` distinct voters each)."""
+    """Votes from every population on every item (``per_item`` distinct voters each).
+
+    ``item_difficulty`` is a Beta(a, b) over items: a vote on an item of difficulty d is drawn
+    from the voter's row mixed toward chance by d. Real crowd items are not equally hard, and a
+    per-voter confusion matrix cannot say so: on a hard item early votes agree by luck, which
+    is what makes stopping at the first confident posterior over-promise (``StoppingRule``).
+    """
     rng = np.random.default_rng(seed)
     prior = np.full(n_classes, 1.0 / n_classes) if class_prior is None else np.asarray(class_prior)
     truth = rng.choice(n_classes, size=n_items, p=prior / prior.sum()).astype(np.int64)
+    hard = np.zeros(n_items) if item_difficulty is None else rng.beta(*item_difficulty, n_items)
     confs, kinds, items, voters = [], [], [], []
     offset = 0
     for pop in populations:
@@ -104,7 +112,7 @@ def simulate_votes(
     drift = np.concatenate([np.full(p.n_voters, p.drift) for p in populations])[voter]
     time = item / max(n_items - 1, 1)
     rows = confusion[voter, truth[item]]
-    mix = (drift * time)[:, None]
+    mix = (1.0 - (1.0 - drift * time) * (1.0 - hard[item]))[:, None]
     label = _sample_rows(rng, (1.0 - mix) * rows + mix / n_classes)
     confident = np.concatenate([np.full(p.n_voters, p.confident) for p in populations])[voter]
     over = np.concatenate([np.full(p.n_voters, p.overconfidence) for p in populations])[voter]
@@ -234,7 +242,8 @@ def votes_needed(
     log-odds of c over c' after S; the largest D_cc' over sets of m votes sums the m votes
     that favour c over c' most (each c' may pick its own set, hence "at most"). ``calibrate``
     (as in ``simulate_policy``) is applied to that bounding distribution at m cast votes:
-    temperature and isotonic repairs are monotone in those odds, so the bound survives them.
+    temperature and isotonic repairs, and the stopping rule's step map, are monotone in those
+    odds, so the bound survives them.
     """
     items = np.asarray(items, dtype=np.int64)
     k = votes.n_classes

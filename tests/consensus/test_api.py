@@ -23,6 +23,7 @@ def test_all_is_curated_and_importable():
         "taxonomy",
         "options",
         "result",
+        "stopping",
     }
     assert public - modules == set(consensus.__all__)
 

@@ -9,18 +9,23 @@ or one test item, whichever is larger (on bluebirds one item of 54 is 1.9 pp: a 
 difference cannot be resolved there).
 
 Dynamic consensus at target 0.95 (bench/consensus.py (c), same three splits): within 1 pp of
-all-votes accuracy on at most half the votes on the sets that meet the issue's goal, and on
-adult the bound that shows why no policy can (most items never reach 0.95).
+all-votes accuracy on every set, on at most half the votes on the sets that meet the issue's
+goal (a ceiling on the others), and on adult the bound that shows why no policy can (most
+items never reach 0.95). The items it finalizes keep the promise on held-out gold: at least
+95% right, pooled over the splits, where 300 or more are finalized; where fewer, 95% must lie
+within their 90% interval.
 """
 
 from __future__ import annotations
 
 import csv
+import functools
 import re
 from pathlib import Path
 
 import numpy as np
 import pytest
+from scipy.special import betaincinv
 
 from llmlabel.consensus import (
     DawidSkene,
@@ -117,11 +122,13 @@ def test_half_gold_meets_supervised_baseline(name: str) -> None:
     )
 
 
+@functools.cache
 def replay_at_095(name: str) -> dict[str, float]:
     """bench/consensus.py's dynamic consensus (c), on its three half-gold splits."""
     enc, gold, _ = load(name)
     votes = enc.votes
     gap, share, bound = [], [], []
+    n_final, n_right = 0, 0
     for seed in range(3):
         perm = np.random.default_rng(seed).permutation(len(gold))
         half = len(gold) // 2
@@ -142,6 +149,9 @@ def replay_at_095(name: str) -> dict[str, float]:
             seed=seed,
         )
         gap.append(r.accuracy - (model.posteriors_[test.item].argmax(1) == test.label).mean())
+        final = r.confidence >= 0.95
+        n_final += int(final.sum())
+        n_right += int((r.label[final] == test.label[final]).sum())
         share.append(r.mean_votes / r.mean_votes_available)
         need = votes_needed(model, votes, test.item, 0.95, calibrate=cal.transform)
         n = cast_vote_counts(votes)[test.item]
@@ -150,16 +160,43 @@ def replay_at_095(name: str) -> dict[str, float]:
         "gap": float(np.mean(gap)),
         "share": float(np.mean(share)),
         "bound": float(np.mean(bound)),
+        "final": n_final,
+        "right": n_right,
     }
 
 
-@pytest.mark.parametrize(
-    "name", ["amazon_negative", "possent", "rte", "sp_amt", "sst2_crowd", "temp", "wsd"]
-)
-def test_dynamic_consensus_within_1pp_of_all_votes_on_half_the_votes(name: str) -> None:
+# Share of the votes spent. Half or less is the issue's goal; on the other sets, a ceiling a
+# few points above what finalizing honestly at 0.95 spends (where first crossings of 0.95 were
+# right less often than promised, the stopping rule waits for more votes). adult, bluebirds
+# and weather_sentiment finalize few or no items and spend nearly all their votes.
+VOTE_SHARE = {
+    "amazon_negative": 0.5,
+    "possent": 0.5,
+    "sst2_crowd": 0.5,
+    "wsd": 0.5,
+    "product": 0.67,
+    "rte": 0.65,
+    "sp_amt": 0.67,
+    "temp": 0.65,
+}
+
+
+@pytest.mark.parametrize("name", SETS)
+def test_dynamic_consensus_within_1pp_of_all_votes(name: str) -> None:
     r = replay_at_095(name)
-    assert r["gap"] > -0.01 and r["share"] <= 0.5, r
+    assert r["gap"] > -0.01, r
+    assert r["share"] <= VOTE_SHARE.get(name, 1.0), r
     assert r["bound"] <= r["share"] + 1e-9, r  # no policy at 0.95 spends fewer votes
+
+
+@pytest.mark.parametrize("name", SETS)
+def test_finalized_items_are_right_as_often_as_promised(name: str) -> None:
+    r = replay_at_095(name)
+    final, right = r["final"], r["right"]
+    if final >= 300:
+        assert right / final >= 0.95, r
+    elif final:
+        assert betaincinv(right + 0.5, final - right + 0.5, 0.95) >= 0.95, r
 
 
 def test_no_policy_at_095_can_finalize_adult_on_half_its_votes() -> None:

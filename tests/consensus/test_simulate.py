@@ -70,13 +70,14 @@ def test_policy_replay_passes_vote_counts_to_a_vote_count_repair():
     assert aware.method in VOTE_COUNT_METHODS and aware.needs_votes
     items = np.arange(800, 2500)
     policy = Policy(target=0.9, min_human_votes=1, max_votes=100)
+    # The repair alone (``calibrator``): the stopping rule on top has tests of its own.
     r = simulate_policy(
-        model, votes, kinds, base.truth, policy, items=items, calibrate=aware.transform
+        model, votes, kinds, base.truth, policy, items=items, calibrate=aware.calibrator.transform
     )
     all_votes = (model.posteriors_[items].argmax(1) == base.truth[items]).mean()
     assert r.accuracy > all_votes - 0.03
     assert r.mean_votes < r.mean_votes_available
-    # Finalized posteriors say what they mean at the point the policy stopped.
+    # Posteriors where the policy stopped say about what they mean.
     assert r.ece < 0.05
 
 

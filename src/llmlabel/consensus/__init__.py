@@ -1,7 +1,8 @@
 """Consensus engine: pure numpy, arrays in and arrays out, no database.
 
 Pipeline: ``encode_votes`` → ``DawidSkene.fit`` (reliability from gold + EM) →
-``calibrate`` (held-out calibration, chosen repair) → ``decide`` (finalize / ask / escalate);
+``calibrate`` (held-out calibration, chosen repair, and for the policy the ``StoppingRule``
+that makes a target hold where it stops) → ``decide`` (finalize / ask / escalate);
 ``run_consensus`` runs them in that order and returns a ``ConsensusResult``.
 Other label types reuse the same core: ``MultiLabelConsensus`` (a binary model per label),
 ``TaxonomyConsensus`` (leaves, votes at any depth), ``OptionsConsensus`` (per-item options).
@@ -36,6 +37,7 @@ from .policy import (
     votes_by_kind,
 )
 from .result import ConsensusResult, run_consensus
+from .stopping import StoppingRule
 from .taxonomy import Taxonomy, TaxonomyConsensus, TaxonomyVotes
 from .votes import ABSTAIN, EncodedVotes, Gold, VoterKinds, Votes, encode_votes
 
@@ -59,6 +61,7 @@ __all__ = [
     "OptionsConsensus",
     "Policy",
     "ReliabilityTable",
+    "StoppingRule",
     "Taxonomy",
     "TaxonomyConsensus",
     "TaxonomyVotes",

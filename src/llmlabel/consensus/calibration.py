@@ -12,6 +12,12 @@ by a second cross-validation over the same held-out posteriors, so the reported 
 is itself held out. Where the policy reads posteriors part-way through an item's votes, the
 candidates also include repairs that read the vote count (a temperature that grows with it,
 an isotonic map per vote-count stratum), fitted on the posterior after every vote.
+
+A repair fitted on every vote is right on average over votes, but the policy finalizes at the
+first vote that reaches its target, and first crossings are lucky more often than average.
+So a calibration fitted on vote prefixes also carries a ``StoppingRule`` (stopping.py),
+fitted on the same replays: its top-label confidence is then a lower bound on how often items
+finalized on first reaching it are right, which is what a target promises.
 """
 
 from __future__ import annotations
@@ -26,9 +32,9 @@ from scipy.optimize import isotonic_regression, minimize
 from .dawid_skene import DawidSkene
 from .em import softmax_and_lse, softmax_rows
 from .errors import ConsensusInputError
+from .stopping import StoppingRule, replace_top_confidence
 from .votes import BoolArray, FloatArray, Gold, IntArray, VoterKinds, Votes
 
-_EPS = 1e-12
 _TINY = 1e-300  # keeps the ordering of saturated posteriors (1 − 1e-40 vs 1 − 1e-20) in logs
 
 
@@ -219,23 +225,7 @@ class IsotonicCalibration:
         return self
 
     def transform(self, probs: FloatArray, n_votes: IntArray | None = None) -> FloatArray:
-        top = probs.argmax(axis=1)
-        rows = np.arange(probs.shape[0])
-        conf = probs[rows, top]
-        new = np.interp(conf, self.x_, self.y_)
-        rest = np.clip(1.0 - conf, _EPS, None)
-        # Shrinking the top label inflates the others pro rata; keep it on top.
-        second = np.partition(probs, -2, axis=1)[:, -2]
-        new = np.maximum(new, second / (rest + second) + 1e-9)
-        out = probs * ((1.0 - new) / rest)[:, None]
-        out[rows, top] = new
-        flat = conf >= 1.0 - _EPS
-        if flat.any():
-            k = probs.shape[1]
-            out[flat] = ((1.0 - new[flat]) / (k - 1))[:, None]
-            out[rows[flat], top[flat]] = new[flat]
-        result: FloatArray = out / out.sum(axis=1, keepdims=True)
-        return result
+        return replace_top_confidence(probs, np.interp(probs.max(axis=1), self.x_, self.y_))
 
 
 class VoteCountTemperature(TemperatureScaling):
@@ -334,6 +324,7 @@ class CalibrationReport:
     table_after: ReliabilityTable
     n_items: int
     ece_by_method: dict[str, float]
+    stopping: StoppingRule | None = None
 
     @property
     def needs_votes(self) -> bool:
@@ -342,8 +333,11 @@ class CalibrationReport:
 
     def transform(self, probs: FloatArray, n_votes: IntArray | None = None) -> FloatArray:
         """Calibrated posteriors; ``n_votes`` (cast votes per row) is needed when
-        ``needs_votes`` and ignored otherwise."""
-        return self.calibrator.transform(probs, n_votes)
+        ``needs_votes`` and ignored otherwise. With a ``stopping`` rule (calibrations fitted on
+        vote prefixes, for the policy), the top-label confidence is then what finalizing at
+        it is worth: a lower bound on the accuracy of items finalized on first reaching it."""
+        out = self.calibrator.transform(probs, n_votes)
+        return out if self.stopping is None else self.stopping.transform(out, probs)
 
 
 def _folds(n: int, n_folds: int, seed: int) -> list[IntArray]:
@@ -407,7 +401,7 @@ def out_of_fold_posteriors(
     The first ``len(gold)`` rows are all-vote posteriors aligned with ``gold``; then, for each
     of ``prefixes`` random vote orders, one row per prefix of every item (``prefix_posteriors``).
     """
-    probs, truth, counts, _ = _out_of_fold(
+    probs, truth, counts, _, _ = _out_of_fold(
         model, votes, gold, kinds, weights, n_folds=n_folds, prefixes=prefixes, seed=seed
     )
     return probs, truth, counts
@@ -423,12 +417,15 @@ def _out_of_fold(
     n_folds: int,
     prefixes: int,
     seed: int,
-) -> tuple[FloatArray, IntArray, IntArray, IntArray]:
-    """``out_of_fold_posteriors`` plus the gold row each posterior row belongs to."""
+) -> tuple[FloatArray, IntArray, IntArray, IntArray, IntArray]:
+    """``out_of_fold_posteriors`` plus the gold row each posterior row belongs to and the
+    replay (one vote order of one item; −1 for all-vote rows) it is a prefix of, its rows
+    contiguous and in vote order."""
     rng = np.random.default_rng(seed)
     probs = [np.zeros((len(gold), votes.n_classes))]
     counts = [cast_vote_counts(votes)[gold.item]]
     owners = [np.arange(len(gold))]
+    paths = [np.full(len(gold), -1, dtype=np.int64)]
     for held in _folds(len(gold), n_folds, seed):
         keep = np.ones(len(gold), dtype=bool)
         keep[held] = False
@@ -439,8 +436,15 @@ def _out_of_fold(
             probs.append(p)
             counts.append(n)
             owners.append(held[owner])
+            paths.append(len(paths) * len(gold) + held[owner])
     owner = np.concatenate(owners)
-    return np.concatenate(probs), gold.label[owner], np.concatenate(counts), owner
+    return (
+        np.concatenate(probs),
+        gold.label[owner],
+        np.concatenate(counts),
+        owner,
+        np.concatenate(paths),
+    )
 
 
 def _rows(n_votes: IntArray | None, rows: BoolArray | IntArray) -> IntArray | None:
@@ -457,6 +461,7 @@ def choose_calibration(
     n_bins: int = 10,
     n_votes: IntArray | None = None,
     groups: IntArray | None = None,
+    paths: IntArray | None = None,
 ) -> CalibrationReport:
     """Pick the repair with the lowest cross-validated ECE on already held-out posteriors.
 
@@ -469,6 +474,10 @@ def choose_calibration(
 
     ``groups`` (one id per row, such as the gold item a prefix posterior belongs to) keeps a
     group's rows in one fold, so no candidate is scored on an item it was fitted on.
+
+    ``paths`` (one id per row: the vote order a prefix posterior belongs to, its rows
+    contiguous and in vote order; −1 for rows that are not prefixes) adds the ``stopping``
+    rule, fitted on the chosen repair's cross-fitted posteriors of those rows.
     """
     if n_votes is not None:
         methods = (*methods, *(m for m in VOTE_COUNT_METHODS if m not in methods))
@@ -505,6 +514,13 @@ def choose_calibration(
     # Prefer the simpler repair unless the flexible one is clearly better on held-out gold.
     best = min(methods, key=lambda m: (round(ece_by[m], 3), methods.index(m)))
     calibrator = CALIBRATORS[best]().fit(probs, truth, n_votes)
+    stopping = None
+    if paths is not None and (paths >= 0).any():
+        replay = paths >= 0
+        n_items = np.unique(groups[replay]).shape[0] if groups is not None else replay.sum()
+        stopping = StoppingRule().fit(
+            held_out[best][replay], probs[replay], truth[replay], paths[replay], int(n_items)
+        )
     return CalibrationReport(
         method=best,
         calibrator=calibrator,
@@ -514,6 +530,7 @@ def choose_calibration(
         table_after=reliability_table(held_out[best], truth, n_bins),
         n_items=int(truth.shape[0]),
         ece_by_method=ece_by,
+        stopping=stopping,
     )
 
 
@@ -539,7 +556,7 @@ def calibrate(
     ``by_votes`` adds the vote-count repairs (``VoteCountTemperature``, ``VoteCountIsotonic``)
     to the candidates; a report that chose one needs ``transform(probs, n_votes)``.
     """
-    probs, truth, counts, owner = _out_of_fold(
+    probs, truth, counts, owner, paths = _out_of_fold(
         model, votes, gold, kinds, weights, n_folds=n_folds, prefixes=prefixes, seed=seed
     )
     return choose_calibration(
@@ -549,4 +566,5 @@ def calibrate(
         seed=seed,
         n_votes=counts if by_votes else None,
         groups=owner,
+        paths=paths,
     )

@@ -9,6 +9,10 @@ hand-written ladder. Kinds that cannot vote on an item (every LLM already did) a
 
 Escalation is early when two confident voters contradict each other: more cheap votes rarely
 settle a disagreement between reliable sources, and a reviewer's answer becomes gold.
+
+"Finalize at posterior ≥ target" is a threshold on whatever posteriors it is given; it is the
+calibration for the policy (``calibrate`` with vote prefixes, whose ``StoppingRule`` reads the
+first crossing) that makes the target hold for the items it finalizes.
 """
 
 from __future__ import annotations

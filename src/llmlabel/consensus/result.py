@@ -4,7 +4,9 @@ The steps stay separately usable (fit, calibrate, decide); this is the order the
 run in, so that callers do not re-derive it: damp correlated voters measured on gold, fit,
 measure calibration on held-out gold and repair it, then apply the policy to the calibrated
 posteriors. Calibration is fitted on the posterior after every vote of random vote orders as
-well as after all of them, because a live item is decided part-way through its votes.
+well as after all of them, because a live item is decided part-way through its votes, and
+it carries the stopping rule measured on those orders, because a live item is finalized at
+the first vote that reaches the target (see stopping.py).
 """
 
 from __future__ import annotations
