@@ -50,7 +50,9 @@ def _lifespan(
                 await asyncio.sleep(settings.refit_interval_seconds)
                 try:
                     if await asyncio.to_thread(leader.held):
-                        await asyncio.to_thread(decisions.refit_changed, engine, last_vote)
+                        url = engine.url.render_as_string(hide_password=False)
+                        last_vote = await asyncio.get_running_loop().run_in_executor(
+                            decisions.fitter(), decisions.refit_changed_elsewhere, url, last_vote)
                 except Exception:  # a failed round is retried at the next one
                     log.exception("periodic consensus refit failed")
         finally:
@@ -67,6 +69,8 @@ def _lifespan(
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         tasks = []
+        if settings.fit_in_child_process:
+            decisions.fit_in_child_process()
         if settings.decision_batch_seconds > 0:
             decisions.defer_decisions(engine)
             tasks.append(asyncio.create_task(decide_forever()))
