@@ -105,7 +105,7 @@ def create_app(engine: Engine, settings: ApiSettings | None = None) -> FastAPI:
     app.state.engine = engine
     app.state.settings = settings
     errors.install(app)
-    for module in (projects, tokens, items, tasks, review, batches, quality):
+    for module in (tasks, projects, tokens, items, review, batches, quality):  # the busiest first: matched in order
         app.include_router(module.router)
     app.include_router(pages.router)
 
