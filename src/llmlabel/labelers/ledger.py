@@ -32,6 +32,7 @@ from llmlabel.errors import BudgetExceededError
 from llmlabel.labelers.completion import Completion, CompletionRequest
 from llmlabel.store import leases
 from llmlabel.store.db import reader, session_scope
+from llmlabel.store.prepared import Prepared
 from llmlabel.store.tables import LLMCall, utcnow
 from llmlabel.votes import NewVote, record_votes
 
@@ -128,12 +129,14 @@ Op = Callable[[Session], Any]
 _STOP = object()
 
 
-def _insert_call(dialect: str) -> Any:
+def _insert_call(dialect: str) -> Prepared:
     """The ledger's insert, its ``response`` bound as JSON text already: the column's own type
-    would encode it again. SQLite stores JSON as that text; PostgreSQL casts it."""
+    would encode it again. SQLite stores JSON as that text; PostgreSQL casts it. Run on the
+    driver's cursor (``store.prepared``): at a few rows per commit, SQLAlchemy's execution
+    layer cost a third of the commit (0.25 -> 0.18 ms for one row, measured)."""
     text = bindparam("response", type_=Text)
-    return insert(LLMCall.__table__).values(  # type: ignore[attr-defined]
-        response=text if dialect == "sqlite" else cast(text, JSON))
+    return Prepared(insert(LLMCall.__table__).values(  # type: ignore[attr-defined]
+        response=text if dialect == "sqlite" else cast(text, JSON)))
 
 
 class _Op:
@@ -294,7 +297,7 @@ class Writer:
             with session_scope(self.engine) as session:
                 rows = [e.values for e in batch if type(e) is _Call]
                 if rows:  # the ledger rows of the batch in one statement
-                    session.execute(self._insert_call, rows)
+                    self._insert_call.run_many(session, rows)
                 votes = [e for e in batch if type(e) is _Vote]
                 for project_id in {v.project_id for v in votes}:  # one project in practice
                     mine = [v for v in votes if v.project_id == project_id]
