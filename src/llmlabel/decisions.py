@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
+import os
 import threading
 import time
 from collections import defaultdict
@@ -485,7 +486,29 @@ def fit_in_child_process() -> None:
     global _fitter
     with _lock:
         if _fitter is None:
-            _fitter = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"))
+            _fitter = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"),
+                                          initializer=_follow_parent, initargs=(os.getpid(),))
+
+
+def stop_fitting_process() -> None:
+    """Stop the fitting process (a server shutting down); fits go back to threads."""
+    global _fitter
+    with _lock:
+        pool, _fitter = _fitter, None
+    if pool is not None:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _follow_parent(parent: int) -> None:
+    """In the fitting process: exit as soon as the server process is gone, however it went
+    (a killed worker does not shut its pool down)."""
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os._exit(0)
+
+    threading.Thread(target=watch, name="llmlabel-follow-parent", daemon=True).start()
 
 
 def fitter() -> ProcessPoolExecutor | None:
@@ -571,8 +594,9 @@ _ITEM_STATES = Prepared(  # (*_STATE, gold id, fields)
     .outerjoin(Gold, col(Gold.item_id) == Item.id)
     .where(col(Item.id).in_(bindparam("ids", expanding=True)))
     .order_by(col(Item.id))
-    # PostgreSQL: votes on these items from other workers wait until the decisions are stored
-    .with_for_update(of=Item)
+    # PostgreSQL: locked for the decision; an item another transaction holds (a vote on it, a
+    # claim looking at it) is skipped, not waited for: the batch runs on a worker's event loop
+    .with_for_update(of=Item, skip_locked=True)
 )
 _ITEM_STATES_LEAN = Prepared(_ITEM_STATES.clause.with_only_columns(*_STATE, col(Gold.id)))  # the same, fields left out
 _VOTED_ITEMS = select(col(Vote.item_id)).where(col(Vote.voter_id) == bindparam("voter_id"))
@@ -581,9 +605,12 @@ _ITEMS_VOTES = Prepared(
     .join(Voter, col(Voter.id) == Vote.voter_id)
     .where(col(Vote.item_id).in_(bindparam("ids", expanding=True)), col(Voter.status) != "gated")
 )
-_ONE_HUMAN_VOTE_IN = Prepared(  # until the item is re-decided: one human vote fewer wanted
+_ONE_HUMAN_VOTE_IN = Prepared(  # until the item is re-decided: one human vote fewer wanted, and
+    # if that was the last one, the item leaves the front of the queue, where every claim would
+    # judge it again and again (on PostgreSQL that tripled the database's CPU per vote)
     update(Item).where(col(Item.id) == bindparam("item_id"), col(Item.votes_needed) > 0)
-    .values(votes_needed=col(Item.votes_needed) - 1)
+    .values(votes_needed=col(Item.votes_needed) - 1,
+            priority=sa.case((col(Item.votes_needed) <= 1, -1.0), else_=col(Item.priority)))
 )
 
 # Items voted on whose re-decision waits for the server's next batch, by (database, project).
@@ -658,16 +685,19 @@ def settle_deferred(session: Session, *, project: Project, config: ProjectConfig
 
     event.listen(session, "after_rollback", wait_again, once=True)
     event.listen(session, "after_commit", settled, once=True)
-    redecide(session, project=project, config=config, item_ids=item_ids)
-    return len(item_ids)
+    held = redecide(session, project=project, config=config, item_ids=item_ids)
+    if held:  # being voted on or claimed elsewhere: the next batch tries again
+        with _lock:
+            _deferred.setdefault(key, {}).update(dict.fromkeys(held))
+    return len(item_ids) - len(held)
 
 
-def redecide(session: Session, *, project: Project, config: ProjectConfig, item_ids: Sequence[int]) -> None:
+def redecide(session: Session, *, project: Project, config: ProjectConfig, item_ids: Sequence[int]) -> list[int]:
     """Re-decide these items with the current fit (each counted as one new vote for the fit's
-    staleness), all in one vectorized pass."""
+    staleness), all in one vectorized pass; returns those another transaction held."""
     fit = _fit_for(session, project, config)
     fit.new_votes += len(item_ids)
-    _redecide(session, project, config, fit, sorted(set(item_ids)))
+    return _redecide(session, project, config, fit, sorted(set(item_ids)))
 
 
 def after_gating(session: Session, *, project: Project, config: ProjectConfig, voter_id: int) -> None:
@@ -676,14 +706,20 @@ def after_gating(session: Session, *, project: Project, config: ProjectConfig, v
     refit re-decides everything, as after any vote; re-deciding a large project on the spot
     would hold up every request behind it."""
     fit = _fit_project(session, project, config).fit
+    # items another transaction holds keep their decisions until the next refit
     _redecide(session, project, config, fit, sorted(session.execute(_VOTED_ITEMS, {"voter_id": voter_id}).scalars()))
 
 
-def _redecide(session: Session, project: Project, config: ProjectConfig, fit: Fit, item_ids: list[int]) -> None:
+def _redecide(session: Session, project: Project, config: ProjectConfig, fit: Fit, item_ids: list[int]) -> list[int]:
+    """Re-decide the items; returns those another transaction held (PostgreSQL), left as they were."""
     need_fields = isinstance(config.labels, Options)
+    held: list[int] = []
     for start in range(0, len(item_ids), STORE_CHUNK):
         chunk = item_ids[start:start + STORE_CHUNK]
         states = (_ITEM_STATES if need_fields else _ITEM_STATES_LEAN).all(session, {"ids": chunk})
+        if len(states) < len(chunk):
+            found = {r[0] for r in states}
+            held += [i for i in chunk if i not in found]
         gold_at = len(_STATE)  # the gold row's id, then the fields
         # settled by a reviewer: left alone; gold: decided by its gold label, whatever the votes say
         gold = [r[0] for r in states if r[gold_at] is not None and r[2] not in ("gold", "adjudication")]
@@ -696,6 +732,7 @@ def _redecide(session: Session, project: Project, config: ProjectConfig, fit: Fi
         rows = _ITEMS_VOTES.all(session, {"ids": ids.tolist()})
         table = _table(rows, ids, fit.voter_code, fit.kind_names, [r[gold_at + 1] for r in states] if need_fields else None)
         _decide_and_store(session, project, config, fit, ids, table, {}, current={r[0]: tuple(r[:gold_at]) for r in states})
+    return held
 
 
 def settle_gold(session: Session, *, item_ids: list[int]) -> None:

@@ -14,3 +14,7 @@ class Settings(BaseSettings):
     allow_private_callbacks: bool = False
     """Let batch callbacks go to private or loopback addresses (off: SSRF protection)."""
     max_body_bytes: int = 2_000_000
+    fit_process: bool | None = None
+    """Fit consensus models in a child process of each server worker (default: on SQLite, whose
+    one serving process is the bottleneck while a core idles; off on PostgreSQL, where several
+    workers already share the cores and a child each oversubscribes them)."""

@@ -87,6 +87,8 @@ def _lifespan(
             decisions.defer_decisions(engine, on=False)
             async with write_lock:
                 decisions.apply_deferred(engine)
+        if settings.fit_in_child_process:
+            await asyncio.to_thread(decisions.stop_fitting_process)
 
     return lifespan
 

@@ -26,7 +26,7 @@ class ApiSettings:
     callback_interval_seconds: float = 1.0
     refit_interval_seconds: float = 60.0
     decision_batch_seconds: float = 0.02  # 0: each vote re-decides its item in its own transaction
-    fit_in_child_process: bool = True  # background fits and the periodic refit off the serving process
+    fit_in_child_process: bool = False  # background fits and the periodic refit off the serving process (serve: on)
     web_cookie_name: str = "llmlabel_token"
 
 

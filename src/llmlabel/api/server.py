@@ -15,7 +15,10 @@ def app_from_env() -> FastAPI:
     settings = Settings()
     if not settings.database_url:
         raise ConfigError("set LLMLABEL_DATABASE_URL for the server workers")
+    engine = open_engine(settings.database_url)
+    fit_process = settings.fit_process if settings.fit_process is not None else engine.dialect.name == "sqlite"
     return create_app(
-        open_engine(settings.database_url),
-        ApiSettings(max_body_bytes=settings.max_body_bytes, allow_private_callbacks=settings.allow_private_callbacks),
+        engine,
+        ApiSettings(max_body_bytes=settings.max_body_bytes, allow_private_callbacks=settings.allow_private_callbacks,
+                    fit_in_child_process=fit_process),
     )
