@@ -19,18 +19,19 @@ from llmlabel.api.limits import BodySizeLimit
 from llmlabel.api.routes import batches, items, projects, quality, review, tasks, tokens
 from llmlabel.api.serialize import SerializeRequests
 from llmlabel.callbacks import deliver_due
-from llmlabel.store.db import Leadership
+from llmlabel.store.db import Leadership, checkpoints_aside
 from llmlabel.web import pages
 
 log = logging.getLogger("llmlabel.api")
+CHECKPOINT_SECONDS = 0.25  # SQLite: how often the server checkpoints the WAL beside its requests
 
 
 def _lifespan(
     engine: Engine, settings: ApiSettings, write_lock: contextlib.AbstractAsyncContextManager[Any],
 ) -> Callable[[FastAPI], contextlib.AbstractAsyncContextManager[None]]:
     """Background work of a server: re-deciding voted items in batches, delivering due
-    callbacks, and refitting consensus for the projects that received votes since the last
-    round."""
+    callbacks, refitting consensus for the projects that received votes since the last round,
+    and on SQLite checkpointing the WAL beside the requests."""
 
     async def decide_forever() -> None:
         while True:
@@ -66,29 +67,38 @@ def _lifespan(
                 log.exception("callback delivery round failed")
             await asyncio.sleep(settings.callback_interval_seconds)
 
+    async def checkpoint_forever(checkpoint: Callable[[], None]) -> None:
+        while True:
+            await asyncio.sleep(CHECKPOINT_SECONDS)
+            try:
+                await asyncio.to_thread(checkpoint)  # SQLite works with the GIL released
+            except Exception:
+                log.exception("WAL checkpoint failed")
+
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        tasks = []
-        if settings.fit_in_child_process:
-            decisions.fit_in_child_process()
-        if settings.decision_batch_seconds > 0:
-            decisions.defer_decisions(engine)
-            tasks.append(asyncio.create_task(decide_forever()))
-        if settings.callback_interval_seconds > 0:
-            tasks.append(asyncio.create_task(deliver_forever()))
-        if settings.refit_interval_seconds > 0:
-            tasks.append(asyncio.create_task(refit_forever()))
-        yield
-        for task in tasks:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        if settings.decision_batch_seconds > 0:
-            decisions.defer_decisions(engine, on=False)
-            async with write_lock:
-                decisions.apply_deferred(engine)
-        if settings.fit_in_child_process:
-            await asyncio.to_thread(decisions.stop_fitting_process)
+        with checkpoints_aside(engine) as checkpoint:
+            tasks = [asyncio.create_task(checkpoint_forever(checkpoint))] if engine.dialect.name == "sqlite" else []
+            if settings.fit_in_child_process:
+                decisions.fit_in_child_process()
+            if settings.decision_batch_seconds > 0:
+                decisions.defer_decisions(engine)
+                tasks.append(asyncio.create_task(decide_forever()))
+            if settings.callback_interval_seconds > 0:
+                tasks.append(asyncio.create_task(deliver_forever()))
+            if settings.refit_interval_seconds > 0:
+                tasks.append(asyncio.create_task(refit_forever()))
+            yield
+            for task in tasks:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            if settings.decision_batch_seconds > 0:
+                decisions.defer_decisions(engine, on=False)
+                async with write_lock:
+                    decisions.apply_deferred(engine)
+            if settings.fit_in_child_process:
+                await asyncio.to_thread(decisions.stop_fitting_process)
 
     return lifespan
 

@@ -10,7 +10,7 @@ an IMMEDIATE one takes the write lock up front and simply waits its turn.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -146,6 +146,48 @@ def reader(engine: Engine) -> Engine:
     """The same engine for transactions that only read: on SQLite they begin deferred, so
     readers never queue behind writers for the write lock."""
     return engine.execution_options(llmlabel_readonly=True)
+
+
+_aside: dict[Engine, int] = {}  # engines whose checkpoints a running server takes, and how many servers
+
+
+def _no_autocheckpoint(dbapi_conn: Any, _record: Any) -> None:
+    dbapi_conn.execute("PRAGMA wal_autocheckpoint=0")
+
+
+@contextmanager
+def checkpoints_aside(engine: Engine) -> Iterator[Callable[[], None]]:
+    """On SQLite, while a server runs: its commits stop checkpointing the WAL, and the
+    callable it gets checkpoints on the side (PASSIVE: never waits for readers or writers).
+    By default the commit that pushes the WAL past 1,000 pages copies them into the database
+    and syncs it, in the request: measured in-process, a next+vote cycle took 1.85 ms of CPU
+    (1.99 ms wall) with those checkpoints and 1.49 (1.47) without. Elsewhere a no-op."""
+    if engine.dialect.name != "sqlite":
+        yield lambda: None
+        return
+    with _upgrade_lock:  # several servers may share an engine (tests do): the first one sets it up
+        _aside[engine] = _aside.get(engine, 0) + 1
+        if _aside[engine] == 1:
+            event.listen(engine, "connect", _no_autocheckpoint)
+            engine.dispose()  # pooled connections come back with the pragma
+
+    def checkpoint() -> None:
+        raw = engine.raw_connection()
+        try:
+            raw.cursor().execute("PRAGMA wal_checkpoint(PASSIVE)")
+        finally:
+            raw.close()
+
+    try:
+        yield checkpoint
+    finally:
+        with _upgrade_lock:
+            _aside[engine] -= 1
+            if not _aside[engine]:
+                del _aside[engine]
+                event.remove(engine, "connect", _no_autocheckpoint)
+                engine.dispose()
+        checkpoint()
 
 
 class Leadership:
