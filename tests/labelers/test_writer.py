@@ -4,10 +4,12 @@ failed write nobody awaited is raised, not lost; nothing waits forever on a stop
 from __future__ import annotations
 
 import asyncio
+import re
 from typing import Any
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import Text, cast, func, select
+from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
 from tests.labelers.conftest import Env, Setup, labeler, project_dict
 
@@ -71,9 +73,33 @@ def test_a_response_handed_over_as_json_text_reads_back_as_the_object_it_was(set
         await asyncio.to_thread(writer.close)
 
     asyncio.run(main())
+    with session_scope(env.engine) as s:  # a row written by SQLAlchemy itself, to compare with
+        s.add(LLMCall(project_id=env.project.id, labeler="gpt", model="m", prompt_version="v",  # type: ignore[arg-type]
+                      request_hash="orm", outcome="ok", response=response))
     with Session(env.engine) as s:
-        stored = dict(s.execute(select(LLMCall.request_hash, LLMCall.response)).all())  # type: ignore[call-overload]
-    assert stored == {"h1": response, "h2": None}  # an object, not a string of one; none is NULL
+        rows = s.execute(select(LLMCall.request_hash, LLMCall.response, cast(LLMCall.created_at, Text))).all()  # type: ignore[call-overload]
+    assert {h: r for h, r, _ in rows} == {"h1": response, "h2": None, "orm": response}  # objects, not strings of them; none is NULL
+    stamps = {re.sub(r"\d", "0", re.sub(r"\.\d+", ".", t)) for _, _, t in rows}  # (PostgreSQL drops trailing zeros)
+    assert len(stamps) == 1, stamps  # the times stored as SQLAlchemy stores them
+
+
+def test_a_ledger_row_that_breaks_a_constraint_fails_alone_and_is_raised(setup: Setup) -> None:
+    env = setup(project_dict(labeler()), ["a"])
+    bad = CallRow(project_id=10**6, labeler="gpt", model="openai/fake", prompt_version="v",  # no such project
+                  request_hash="bad", run_id="run", outcome="ok")
+
+    async def main() -> None:
+        writer = Writer(env.engine)
+        writer.record_call(_row(env, "good"))
+        writer.record_call(bad)
+        with pytest.raises(IntegrityError, match=r"(?i)foreign key"):
+            await asyncio.wait_for(writer.flush(), 10)
+        with pytest.raises(IntegrityError):
+            await asyncio.to_thread(writer.close)
+
+    asyncio.run(main())
+    with Session(env.engine) as s:
+        assert list(s.execute(select(LLMCall.request_hash)).scalars()) == ["good"]  # type: ignore[call-overload]
 
 
 def test_votes_wait_for_each_other_and_other_ops_but_flush_writes_them_with_their_leases(setup: Setup) -> None:
