@@ -21,6 +21,7 @@ from llmlabel.config import ProjectConfig
 from llmlabel.errors import ConflictError, InputError, NotFoundError
 from llmlabel.rendering import render_item
 from llmlabel.store.tables import Adjudication, Gold, Item, Lease, Project, Vote, Voter, utcnow
+from llmlabel.votes import mark_gold_answers
 
 CONFLICT_KINDS = ("llm_vs_llm", "llm_vs_human", "human_vs_human", "audit", "none")
 
@@ -143,6 +144,7 @@ def resolve(
     gold = session.exec(select(Gold).where(Gold.item_id == item.id)).first()
     if gold is None:
         session.add(Gold(project_id=project.id, item_id=item.id, label=canonical, source="adjudicated"))  # type: ignore[arg-type]
+        mark_gold_answers(session, item_ids=[item.id])  # type: ignore[list-item]
     else:
         gold.label, gold.source = canonical, "adjudicated"
         session.add(gold)

@@ -27,6 +27,7 @@ from llmlabel.readers import detect_format, read_rows
 from llmlabel.schema import canonical_json
 from llmlabel.store.db import session_scope
 from llmlabel.store.tables import Gold, Item, Project, utcnow
+from llmlabel.votes import mark_gold_answers
 
 OnError = Literal["fail", "skip"]
 BATCH = 2000
@@ -312,6 +313,7 @@ def _store_gold(
     if out:
         session.execute(insert(gold), out)
         settle_gold(session, item_ids=[row["item_id"] for row in out])
+        mark_gold_answers(session, item_ids=[row["item_id"] for row in out])
     return len(out), unchanged
 
 

@@ -19,11 +19,11 @@ from sqlalchemy import bindparam, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm.attributes import set_committed_value
 from sqlalchemy.orm.util import identity_key
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from llmlabel.errors import StorageError
 from llmlabel.store.prepared import Prepared, dialect_name
-from llmlabel.store.tables import Item, Vote, utcnow
+from llmlabel.store.tables import Gold, Item, Vote, utcnow
 
 
 @dataclass
@@ -58,8 +58,9 @@ def record_votes(session: Session, *, project_id: int, votes: Sequence[NewVote])
         return {}
     session.flush()  # the caller's pending rows (an item, a voter) first: the votes refer to them
     now = utcnow()
+    gold = set(_GOLD_AMONG.scalars(session, {"ids": list({v.item_id for v in votes})}))
     rows = [{"project_id": project_id, "item_id": v.item_id, "voter_id": v.voter_id, "created_at": now,
-             **v.vote.__dict__} for v in votes]
+             "on_gold": v.item_id in gold, **v.vote.__dict__} for v in votes]
     created = {(int(item), int(voter)): int(vid) for vid, item, voter in _insert(session).returning(session, rows)}
     per_item = Counter(item for item, _ in created)  # new votes per item: one UPDATE per distinct count
     for n in sorted(set(per_item.values())):
@@ -73,8 +74,21 @@ def record_votes(session: Session, *, project_id: int, votes: Sequence[NewVote])
     return created
 
 
+def mark_gold_answers(session: Session, *, item_ids: Sequence[int]) -> None:
+    """The votes already cast on items that have just become gold are answers to gold now.
+
+    Stored with each vote (``votes.on_gold``) so that gating reads a voter's gold answers
+    through an index of those alone. On PostgreSQL a vote committed at the very moment its
+    item becomes gold can miss both this and the vote's own check, and stays unflagged."""
+    for start in range(0, len(item_ids), 500):
+        _MARK_GOLD.run(session, {"ids": list(item_ids[start:start + 500])})
+
+
 _VOTES = Vote.__table__  # type: ignore[attr-defined]
 _ITEMS = Item.__table__  # type: ignore[attr-defined]
+_GOLD_AMONG = Prepared(select(col(Gold.item_id)).where(col(Gold.item_id).in_(bindparam("ids", expanding=True))))
+_MARK_GOLD = Prepared(update(_VOTES).where(_VOTES.c.item_id.in_(bindparam("ids", expanding=True)), ~_VOTES.c.on_gold)
+                      .values(on_gold=True))
 _COUNT = Prepared(
     update(_ITEMS).where(_ITEMS.c.id.in_(bindparam("ids", expanding=True)))
     .values(vote_count=_ITEMS.c.vote_count + bindparam("n"), updated_at=bindparam("now"))

@@ -6,6 +6,12 @@ from __future__ import annotations
 import random
 
 import pytest
+from sqlalchemy import text
+from sqlmodel import select
+
+from llmlabel.quality.gating import GoldRecord, gold_record
+from llmlabel.store.db import session_scope
+from llmlabel.store.tables import Gold, Item, Project, Vote
 
 from .conftest import Api, Headers, force_gold, reviews
 
@@ -90,3 +96,44 @@ def test_gating_pauses_the_annotator_and_reopens_what_they_decided(api: Api, mon
     assert len(reopened["votes"]) == 1  # kept for the record, out of consensus
     force_gold(monkeypatch, False)
     assert api.task("p", other)["item_id"] == item  # back in the pool
+
+
+def test_an_answer_counts_for_gating_whether_its_gold_came_before_or_after_it(api: Api, monkeypatch: pytest.MonkeyPatch) -> None:
+    truth = setup_gold(api, 2, 4, gold_rate=0.01)
+    a = api.token("a", "annotator", ["p"])
+    force_gold(monkeypatch, False)
+    first, was_gold = answer(api, a, truth)  # "positive" on a plain item
+    assert not was_gold
+    second, _ = answer(api, a, truth)
+    voter = api.voter("p", "a")
+    assert gold_record_of(api, voter.id) == GoldRecord(0, 0, ())
+    # both items become gold after the votes: one through an import, one through a review
+    rows = {r["id"]: r for r in reviews(6)}
+    api.items("p", [{**rows[first], "gold": "positive"}], gold_field="gold")
+    force_gold(monkeypatch, True)
+    gold_item, was_gold = answer(api, a, truth, wrong=True)
+    assert was_gold and gold_item in truth
+    assert gold_record_of(api, voter.id) == GoldRecord(1, 2, (True, False))
+    with session_scope(api.engine) as s:
+        project = s.execute(select(Project).where(Project.name == "p")).scalar_one()
+        item = s.execute(select(Item).where(Item.project_id == project.id, Item.external_id == second)).scalar_one()
+        item.status = "escalated"  # as consensus would leave a contested item
+        s.add(item)
+    reviewer = api.token("r", "reviewer", ["p"])
+    r = api.client.post(f"/api/v1/projects/p/review/{second}/resolve", json={"label": "negative", "note": "n"},
+                        headers=reviewer)
+    assert r.status_code == 200, r.text
+    assert gold_record_of(api, voter.id) == GoldRecord(1, 3, (True, False, False))
+    with session_scope(api.engine) as s:  # the same labels in other JSON texts: compared as labels
+        pg = api.engine.dialect.name == "postgresql"
+        s.execute(text("UPDATE gold SET label = (' ' || label::text)::json" if pg else "UPDATE gold SET label = ' ' || label"))
+    assert gold_record_of(api, voter.id) == GoldRecord(1, 3, (True, False, False))
+    with session_scope(api.engine) as s:  # the stored flags are exactly "the item has gold"
+        flags = s.execute(select(Vote.item_id, Vote.on_gold)).all()
+        gold = set(s.execute(select(Gold.item_id)).scalars())
+    assert flags and all(flag == (item_id in gold) for item_id, flag in flags)
+
+
+def gold_record_of(api: Api, voter_id: int) -> GoldRecord:
+    with session_scope(api.engine) as s:
+        return gold_record(s, voter_id=voter_id)

@@ -7,8 +7,19 @@ from pathlib import Path
 import pytest
 from sqlalchemy import inspect, text
 
+from llmlabel.config import parse_config
 from llmlabel.errors import StorageError
-from llmlabel.store.db import current_revision, head_revision, make_engine, open_engine, upgrade
+from llmlabel.projects import get_or_create_voter, sync_project
+from llmlabel.store.db import (
+    _alembic_config,
+    current_revision,
+    head_revision,
+    make_engine,
+    open_engine,
+    session_scope,
+    upgrade,
+)
+from llmlabel.store.tables import Item
 
 from .conftest import run_cli
 
@@ -64,3 +75,33 @@ def test_unusable_database_urls(tmp_path: Path) -> None:
     unreachable = make_engine("postgresql://postgres@127.0.0.1:1/none")
     with pytest.raises(StorageError, match="cannot open the database"):
         upgrade(unreachable)
+
+
+def test_0004_flags_the_votes_already_cast_on_gold_items(db_url: str) -> None:
+    """A database from before 0004 gets ``votes.on_gold`` from its gold table on upgrade."""
+    from alembic import command
+
+    engine = open_engine(db_url)
+    try:
+        with session_scope(engine) as s:
+            project = sync_project(s, config=parse_config({"name": "m", "labels": {"type": "single", "classes": ["x", "y"]}}))
+            items = [Item(project_id=project.id, external_id=e, fields={"text": e}, content_hash=e) for e in "ab"]
+            s.add_all(items)
+            s.flush()
+            pid, ids = project.id, {it.external_id: it.id for it in items}
+            voter = get_or_create_voter(s, project_id=pid, name="v", kind="human").id  # type: ignore[arg-type]
+        command.downgrade(_alembic_config(engine), "0003")
+        with engine.begin() as conn:
+            for ext in ("a", "b"):
+                conn.execute(text("INSERT INTO votes (project_id, item_id, voter_id, label, cost_usd, unsure, created_at) "
+                                  "VALUES (:p, :i, :v, '\"x\"', 0, FALSE, '2026-01-01')"), {"p": pid, "i": ids[ext], "v": voter})
+            conn.execute(text("INSERT INTO gold (project_id, item_id, label, source, weight, split, created_at) "
+                              "VALUES (:p, :i, '\"x\"', 'imported', 1, 'dev', '2026-01-01')"), {"p": pid, "i": ids["a"]})
+        assert upgrade(engine) == ("0003", head_revision())
+        with engine.connect() as conn:
+            flags = dict(conn.execute(text("SELECT item_id, on_gold FROM votes")).all())
+            indexes = {ix["name"] for ix in inspect(conn).get_indexes("votes")}
+        assert flags == {ids["a"]: True, ids["b"]: False}
+        assert "ix_votes_gold_answers" in indexes
+    finally:
+        engine.dispose()

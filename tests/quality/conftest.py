@@ -24,6 +24,7 @@ from llmlabel.projects import sync_project
 from llmlabel.simulate import Population, simulate_votes
 from llmlabel.store.db import session_scope
 from llmlabel.store.tables import Gold, Item, LLMCall, Project, Vote, Voter, utcnow
+from llmlabel.votes import mark_gold_answers
 
 CLASSES = ["positive", "negative", "neutral"]
 
@@ -99,6 +100,7 @@ def seed_project(
                      for i in range(0, n_items, gold_every)]
         if gold_rows:
             s.execute(insert(Gold), gold_rows)
+            mark_gold_answers(s, item_ids=[row["item_id"] for row in gold_rows])
     decisions._fits.clear()
     if refit:
         with session_scope(engine) as s:

@@ -25,6 +25,7 @@ from llmlabel.quality.dataset import ProjectData, load_project
 from llmlabel.quality.gating import wilson_lower_bound
 from llmlabel.schema import Options
 from llmlabel.store.tables import Gold, Item, Project
+from llmlabel.votes import mark_gold_answers
 
 MINABLE = ("consensus", "auto")
 
@@ -109,12 +110,13 @@ def _options(session: Session, config: ProjectConfig, item_ids: list[int]) -> di
 def apply(session: Session, *, project: Project, candidates: list[Candidate], split: str = "dev") -> int:
     """Make the candidates gold (source "mined", weighted); returns how many were added."""
     have = set(session.execute(select(col(Gold.item_id)).where(col(Gold.project_id) == project.id)).scalars())
-    added = 0
+    added = []
     for c in candidates:
         if c.item_id in have:
             continue
         session.add(Gold(project_id=project.id, item_id=c.item_id, label=c.label, source="mined",  # type: ignore[arg-type]
                          weight=round(c.weight, 4), split=split))
-        added += 1
+        added.append(c.item_id)
     session.flush()
-    return added
+    mark_gold_answers(session, item_ids=added)
+    return len(added)

@@ -105,7 +105,12 @@ class Voter(SQLModel, table=True):
 
 class Vote(SQLModel, table=True):
     __tablename__ = "votes"
-    __table_args__ = (UniqueConstraint("item_id", "voter_id"),)
+    __table_args__ = (
+        UniqueConstraint("item_id", "voter_id"),
+        # a voter's answers to gold, read on every task request to gate annotators: an index of
+        # those alone, so that read does not grow with everything the voter ever answered
+        Index("ix_votes_gold_answers", "voter_id", "id", sqlite_where=text("on_gold = 1"), postgresql_where=text("on_gold")),
+    )
 
     id: int | None = Field(default=None, primary_key=True)
     project_id: int = Field(foreign_key="projects.id", index=True)
@@ -123,6 +128,7 @@ class Vote(SQLModel, table=True):
     unsure: bool = False
     comment: str | None = None
     predicted_distribution: Any = _json()
+    on_gold: bool = False  # the item has gold: set when either the vote or the gold is stored
     created_at: datetime = Field(default_factory=utcnow)
 
 
