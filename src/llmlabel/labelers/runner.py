@@ -141,19 +141,16 @@ class Run:
         """Label, with what the process holds at the start frozen.
 
         A run allocates fast (every provider call builds responses, log payloads, pydantic
-        models), so the collector's oldest generation runs ~20 times per 4,000 calls, and
-        each time it walked everything the process held before the run began (the CLI, the
-        ORM, numpy, the config): 1.2-1.5 s of such a run's CPU in the throughput bench at
-        concurrency 64, 0.3-0.6 s once frozen. Garbage is collected first, so only what is
-        alive is frozen, as litellm's import does (``completion._litellm``); the cost is that
-        a cycle among those objects that the caller drops later is not reclaimed until
-        ``gc.unfreeze``."""
+        models), so the collector's oldest generation runs ~20 times per 4,000 calls, each
+        time walking everything the process held before the run began (50,000-70,000 objects
+        in the throughput bench): 1.2-1.5 s of such a run's CPU at concurrency 64, 0.3-0.6 s
+        frozen. One collection first (5-7 ms there), so that only what is alive is frozen;
+        litellm's import freezes the heap too, for its ~350k objects (``completion._litellm``).
+        The cost: a cycle among those objects that the caller drops later is not reclaimed
+        until ``gc.unfreeze``."""
+        started = time.perf_counter()
         gc.collect()
         gc.freeze()
-        return await self._run()
-
-    async def _run(self) -> RunReport:
-        started = time.perf_counter()
         budget = Budget(self.budget_usd, await asyncio.to_thread(spent, self.engine, self.run_id))
         report = RunReport(run_id=self.run_id, labelers=[], budget_usd=self.budget_usd)
         gold = await asyncio.to_thread(_load_gold, self.engine, self.project_id)
