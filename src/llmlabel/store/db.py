@@ -4,14 +4,18 @@ SQLite is tuned so that several processes can write one file without "database i
 WAL (readers never block the writer), a generous busy timeout, and write transactions begun
 with ``BEGIN IMMEDIATE``. The last one matters most: a deferred transaction that reads first
 and writes later cannot wait for the lock (SQLite fails it at once to avoid a deadlock), while
-an IMMEDIATE one takes the write lock up front and simply waits its turn.
+an IMMEDIATE one takes the write lock up front and simply waits its turn. That turn is handed
+on by a lock file beside the database (``_WriterTurn``), so a waiting writer goes as soon as
+the lock is free instead of sleeping in SQLite's busy handler.
 """
 
 from __future__ import annotations
 
+import os
 import threading
+import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +26,13 @@ from sqlmodel import Session, create_engine
 
 from llmlabel.errors import StorageError
 
+try:
+    import fcntl
+except ImportError:  # Windows: writers meet at SQLite's own lock only
+    fcntl = None  # type: ignore[assignment]
+
 MIGRATIONS = Path(__file__).parent / "migrations"
+BUSY_SECONDS = 60.0  # how long a SQLite writer waits for its turn before failing
 _upgrade_lock = threading.Lock()
 
 
@@ -43,17 +53,121 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     dbapi_conn.isolation_level = None  # let SQLAlchemy's "begin" event issue BEGIN itself
     cur = dbapi_conn.cursor()
     cur.execute("PRAGMA journal_mode=WAL")
-    cur.execute("PRAGMA busy_timeout=60000")
+    cur.execute(f"PRAGMA busy_timeout={int(BUSY_SECONDS * 1000)}")
     cur.execute("PRAGMA synchronous=NORMAL")
     cur.execute("PRAGMA foreign_keys=ON")
     cur.close()
 
 
-def _sqlite_begin(conn: Any) -> None:
-    readonly = conn.get_execution_options().get("llmlabel_readonly", False)
-    # on the driver itself: every request begins one, and SQLAlchemy's statement execution
-    # around it cost 18 us of the 71 a whole begin-commit round took (measured)
-    conn.connection.driver_connection.execute("BEGIN" if readonly else "BEGIN IMMEDIATE")
+class _WriterTurn:
+    """Whose turn it is to write one SQLite file, among this process's threads and every
+    other process: a thread lock, then an exclusive ``flock`` on a file beside the database.
+
+    Without it, writers meet only at SQLite's own lock, and one that finds it taken sleeps in
+    SQLite's busy handler (1, 2, 5, 10, … up to 100 ms at a time) instead of going when the
+    lock is free: measured with two server processes on one file, 419 votes/s with a p99 of
+    0.54–0.62 s, against 462 and 0.16–0.18 s with the turn. Taken before ``BEGIN IMMEDIATE``
+    and given back after ``COMMIT`` or ``ROLLBACK``, it is held exactly while SQLite's write
+    lock may be, so it adds no new way to wait; like SQLite's busy timeout, a wait longer than
+    ``BUSY_SECONDS`` fails instead of hanging behind a stopped process.
+    """
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.lock = threading.Lock()
+        self.fd = os.open(path + "-writer", os.O_RDWR | os.O_CREAT, 0o644)
+
+    def take(self) -> None:
+        deadline = time.monotonic() + BUSY_SECONDS
+        if not self.lock.acquire(timeout=BUSY_SECONDS):
+            raise self._busy("another thread of this process")
+        pause = 0.00005
+        try:
+            while True:
+                try:
+                    fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    return
+                except BlockingIOError:
+                    # a blocking flock would wake sooner but cannot time out
+                    if time.monotonic() > deadline:
+                        raise self._busy("another process") from None
+                    time.sleep(pause)
+                    pause = min(pause * 2, 0.001)
+        except BaseException:
+            self.lock.release()
+            raise
+
+    def _busy(self, holder: str) -> StorageError:
+        return StorageError(f"the SQLite database {self.path!r} stayed locked for writing by {holder} for "
+                            f"{BUSY_SECONDS:.0f} s; is a stopped llmlabel process holding it? Resume or end it.")
+
+    def give(self) -> None:
+        fcntl.flock(self.fd, fcntl.LOCK_UN)
+        self.lock.release()
+
+
+_turns: dict[str, _WriterTurn] = {}  # one per database file and process: threads share it
+_TURN = "llmlabel.writer_turn"  # in a pooled connection's info while it holds the turn
+
+
+def _writer_turn(path: str) -> _WriterTurn | None:
+    if fcntl is None:
+        return None
+    with _upgrade_lock:
+        turn = _turns.get(path)
+        if turn is None:
+            turn = _turns[path] = _WriterTurn(path)
+        return turn
+
+
+def _sqlite_begin(turn: _WriterTurn | None) -> Callable[[Any], None]:
+    def begin(conn: Any) -> None:
+        driver = conn.connection.driver_connection
+        # on the driver itself: every request begins one, and SQLAlchemy's statement execution
+        # around it cost 18 us of the 71 a whole begin-commit round took (measured)
+        if conn.get_execution_options().get("llmlabel_readonly", False):
+            driver.execute("BEGIN")
+            return
+        if turn is not None:
+            turn.take()
+        try:
+            driver.execute("BEGIN IMMEDIATE")
+        except BaseException:
+            if turn is not None:
+                turn.give()
+            raise
+        if turn is not None:
+            conn.info[_TURN] = turn
+
+    return begin
+
+
+def _end_turn(driver: Any, turn: _WriterTurn, statement: str) -> None:
+    try:
+        if driver.in_transaction:
+            driver.execute(statement)
+    finally:
+        turn.give()
+
+
+def _sqlite_end(statement: str) -> Callable[[Any], None]:
+    """End the transaction on the driver, then give the turn back: SQLAlchemy's own
+    commit/rollback, which runs after this event, finds no transaction and does nothing."""
+
+    def end(conn: Any) -> None:
+        turn = conn.info.pop(_TURN, None)
+        if turn is not None:
+            _end_turn(conn.connection.driver_connection, turn, statement)
+
+    return end
+
+
+def _sqlite_dropped(dbapi_conn: Any, record: Any, _why: Any) -> None:
+    """A connection back in the pool, or invalidated, in the middle of a transaction."""
+    turn = record.info.pop(_TURN, None)
+    if turn is not None:
+        with suppress(Exception):  # the connection is being discarded: only the turn matters
+            _end_turn(dbapi_conn, turn, "ROLLBACK")
 
 
 def make_engine(url: str) -> Engine:
@@ -66,14 +180,20 @@ def make_engine(url: str) -> Engine:
             "postgresql://user@host:5432/dbname"
         ) from None
     if parsed.get_backend_name() == "sqlite":
-        if parsed.database and parsed.database != ":memory:":
-            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        on_disk = bool(parsed.database) and parsed.database != ":memory:"
+        if on_disk:
+            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)  # type: ignore[arg-type]
         # Writers queue on SQLite's lock, not on the pool: one connection per server thread
         # (FastAPI runs sync routes on 40), so a burst waits for the lock instead of timing out.
-        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 60},
+        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": BUSY_SECONDS},
                                pool_size=64, max_overflow=64, pool_timeout=120)
         event.listen(engine, "connect", _sqlite_pragmas)
-        event.listen(engine, "begin", _sqlite_begin)
+        turn = _writer_turn(str(Path(parsed.database).resolve())) if on_disk else None  # type: ignore[arg-type]
+        event.listen(engine, "begin", _sqlite_begin(turn))
+        event.listen(engine, "commit", _sqlite_end("COMMIT"))
+        event.listen(engine, "rollback", _sqlite_end("ROLLBACK"))
+        event.listen(engine, "reset", _sqlite_dropped)
+        event.listen(engine, "invalidate", _sqlite_dropped)
         return engine
     if parsed.get_backend_name() == "postgresql":
         try:
