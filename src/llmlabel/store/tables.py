@@ -139,12 +139,13 @@ class Lease(SQLModel, table=True):
     __table_args__ = (
         UniqueConstraint("item_id", "voter_id"),
         Index("ix_leases_active", "project_id", "state", "expires_at"),
+        Index("ix_leases_voter_state", "voter_id", "state", "expires_at"),  # a voter's live lease
     )
 
     id: int | None = Field(default=None, primary_key=True)
     project_id: int = Field(foreign_key="projects.id")
     item_id: int = Field(foreign_key="items.id", index=True)
-    voter_id: int = Field(foreign_key="voters.id", index=True)
+    voter_id: int = Field(foreign_key="voters.id")
     token: str = Field(unique=True, max_length=64)
     state: str = Field(default="active", max_length=16)  # active | done | expired
     is_human: bool = False
