@@ -20,7 +20,7 @@ from sqlmodel import Session, col, select
 from llmlabel import decisions
 from llmlabel.config import ProjectConfig
 from llmlabel.errors import ConflictError, InputError, NotFoundError, PermissionDeniedError
-from llmlabel.quality.gating import gold_rate, gold_record, next_status, set_status
+from llmlabel.quality.gating import gold_rate, gold_record, next_status, recent_gold, set_status
 from llmlabel.rendering import render_item
 from llmlabel.schema import Options
 from llmlabel.store import leases
@@ -96,9 +96,8 @@ def next_task(session: Session, *, project: Project, config: ProjectConfig, vote
         token, item_id, expires_at = held
         return _task(session, config, token=token, item_id=item_id, expires_at=expires_at)
     policy = config.policy
-    record = gold_record(session, voter_id=voter.id)  # type: ignore[arg-type]
     qualifying = voter.status == "qualifying"
-    want_gold = qualifying or random.random() < gold_rate(record, policy)
+    want_gold = qualifying or random.random() < gold_rate(recent_gold(session, voter_id=voter.id), policy)  # type: ignore[arg-type]
     claims: list[leases.Claim] = []
     if want_gold:
         claims = leases.claim(session, project_id=project.id, voter_id=voter.id, human=True, limit=1,  # type: ignore[arg-type]

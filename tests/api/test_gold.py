@@ -4,11 +4,13 @@ annotators, and gating (403, and the gated annotator's votes leave consensus).""
 from __future__ import annotations
 
 import random
+from types import SimpleNamespace
 
 import pytest
 from sqlalchemy import text
 from sqlmodel import select
 
+from llmlabel import tasks
 from llmlabel.quality.gating import GoldRecord, gold_record
 from llmlabel.store.db import session_scope
 from llmlabel.store.tables import Gold, Item, Project, Vote
@@ -52,6 +54,21 @@ def test_gold_is_served_at_the_base_rate(api: Api) -> None:
     assert 6 <= gold <= 26, f"{gold} gold tasks of 50 at a rate of 0.3"
     assert all((item in truth) == g for item, g in served)  # gold leases are exactly the gold items
     assert api.voter("p", "a").status == "active"
+
+
+def test_gold_comes_more_often_while_recent_gold_answers_are_wrong(api: Api, monkeypatch: pytest.MonkeyPatch) -> None:
+    truth = setup_gold(api, 40, 100, gold_rate=0.05, quality_bar=0.3)
+    a = api.token("a", "annotator", ["p"])
+    force_gold(monkeypatch, True)
+    assert all(answer(api, a, truth)[1] for _ in range(20))
+    coin = SimpleNamespace(random=lambda: 0.15)  # over the base rate (0.05), under the raised one (0.2)
+    monkeypatch.setattr(tasks, "random", coin)
+    assert answer(api, a, truth)[1] is False
+    force_gold(monkeypatch, True)
+    assert all(answer(api, a, truth, wrong=True)[1] for _ in range(8))  # 2 of the last 10 right
+    monkeypatch.setattr(tasks, "random", coin)
+    assert api.voter("p", "a").status == "active"  # 22 of 28 overall: not gated
+    assert answer(api, a, truth)[1] is True
 
 
 def test_a_new_annotator_gets_gold_only_until_qualified(api: Api) -> None:

@@ -62,13 +62,19 @@ def gold_record(session: Session, *, voter_id: int) -> GoldRecord:
     if not total:
         return GoldRecord(0, 0, ())
     correct = int(same) + sum(canonical_json(v) == canonical_json(g) for v, g in _GOLD_DIFFERENT.all(session, params))
-    recent = [canonical_json(v) == canonical_json(g) for v, g in _GOLD_RECENT.all(session, params)]
-    return GoldRecord(correct, int(total), tuple(reversed(recent)))
+    return GoldRecord(correct, int(total), recent_gold(session, voter_id=voter_id))
 
 
-def gold_rate(record: GoldRecord, policy: Policy) -> float:
+def recent_gold(session: Session, *, voter_id: int) -> tuple[bool, ...]:
+    """Whether each of the voter's last gold answers was right, newest last: all that the
+    gold rate of a task request needs (one query, where the whole record takes three)."""
+    rows = _GOLD_RECENT.all(session, {"voter_id": voter_id})
+    return tuple(reversed([canonical_json(v) == canonical_json(g) for v, g in rows]))
+
+
+def gold_rate(recent: tuple[bool, ...], policy: Policy) -> float:
     """Base rate, doubled (up to 0.5) while the recent gold accuracy is under the bar."""
-    if len(record.recent) >= 3 and sum(record.recent) / len(record.recent) < policy.quality_bar:
+    if len(recent) >= 3 and sum(recent) / len(recent) < policy.quality_bar:
         return min(0.5, max(2 * policy.gold_rate, 0.2))
     return policy.gold_rate
 
