@@ -245,6 +245,7 @@ class Tally:
     next_ms: list[float] = field(default_factory=list)
     vote_ms: list[float] = field(default_factory=list)
     created: list[int] = field(default_factory=list)  # vote ids answered 201, created
+    voted_at: list[float] = field(default_factory=list)  # monotonic time of each 201
     statuses: Counter[tuple[str, int]] = field(default_factory=Counter)
     errors: list[str] = field(default_factory=list)
 
@@ -282,6 +283,7 @@ async def annotator(base: str, token: str, seed_: int, tally: Tally, stop_at: fl
             tally.vote_ms.append((time.perf_counter() - t0) * 1000)
             tally.statuses[("vote", v.status)] += 1
             if v.status == 201:
+                tally.voted_at.append(time.monotonic())
                 answer = json.loads(body)
                 if answer["created"]:
                     tally.created.append(answer["vote_id"])
@@ -346,6 +348,13 @@ def check(url: str, tally: Tally) -> dict[str, Any]:
 # ---------------------------------------------------------------------------------------------
 
 
+def by_quarter(times: list[float], started: float, seconds: float) -> list[float]:
+    """Votes/s in each quarter of the run: whether the rate holds as the open items run out
+    and the tables grow."""
+    counts = Counter(min(3, int(4 * (t - started) / seconds)) for t in times)
+    return [round(counts[q] / (seconds / 4), 1) for q in range(4)]
+
+
 def pct(values: list[float], q: float) -> float:
     if not values:
         return float("nan")
@@ -379,6 +388,7 @@ def run(kind: str, args: argparse.Namespace) -> dict[str, Any]:
             proc, base = start_server(db.url, workers)
             try:
                 server0, database0, own0 = *cpu_seconds(proc.pid), time.process_time()
+                started = time.monotonic()
                 tally, seconds = asyncio.run(hammer(base, tokens, args.seconds))
                 server1, database1, own1 = *cpu_seconds(proc.pid), time.process_time()
             finally:
@@ -396,6 +406,7 @@ def run(kind: str, args: argparse.Namespace) -> dict[str, Any]:
         "server_cpu_ms_per_vote": round(1000 * (server1 - server0) / max(votes, 1), 2),
         "database_cpu_ms_per_vote": round(1000 * (database1 - database0) / max(votes, 1), 2) if kind == "postgres" else None,
         "annotators_cpu_ms_per_vote": round(1000 * (own1 - own0) / max(votes, 1), 2),
+        "votes_per_s_by_quarter": by_quarter(tally.voted_at, started, seconds),
         "statuses": {f"{op} {status}": n for (op, status), n in sorted(tally.statuses.items())},
         **invariants,
     }
@@ -436,6 +447,7 @@ def main() -> None:
         print(f"[{kind}] CPU per vote: server {r['server_cpu_ms_per_vote']} ms, "
               + (f"PostgreSQL {r['database_cpu_ms_per_vote']} ms, " if kind == "postgres" else "")
               + f"simulated annotators {r['annotators_cpu_ms_per_vote']} ms; load average {os.getloadavg()[0]:.1f}")
+        print(f"[{kind}] votes/s by quarter of the run: {', '.join(str(v) for v in r['votes_per_s_by_quarter'])}")
         print(f"[{kind}] invariants: {r['vote_rows']} vote rows, lost {r['lost_votes']}, unexplained {r['unexplained_rows']}, "
               f"duplicated {r['duplicated_votes']}, over-assigned {r['over_assigned_leases']}, 5xx {r['5xx']} "
               f"— {'ok' if ok_data else 'BROKEN'}")
