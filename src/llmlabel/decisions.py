@@ -309,6 +309,7 @@ def _decide_and_store(
         return _store(session, item_ids.tolist(), values, gold, current, set(current))
     by_status: dict[str, int] = defaultdict(int)
     postgres = session.get_bind().dialect.name == "postgresql"
+    no_evidence = set(item_ids[counts.sum(axis=1) == 0].tolist())
     for start in range(0, n, STORE_CHUNK):
         ids = item_ids[start:start + STORE_CHUNK].tolist()
         # a range of the project's ids, not an IN list: SQLite caps a statement's variables
@@ -318,7 +319,7 @@ def _decide_and_store(
         free: set[int] = set(session.connection().execute(_CHUNK_LOCK, p).scalars()) if postgres else set(ids)  # type: ignore[arg-type]  # SQLModel types ids int | None; stored ones never are
         chunk = {r[0]: tuple(r[:-1]) for r in session.connection().execute(_CHUNK_STATE, p)
                  if read_at is None or r[-1] <= read_at}
-        for k, v in _store(session, ids, values[start:start + STORE_CHUNK], gold, chunk, free).items():
+        for k, v in _store(session, ids, values[start:start + STORE_CHUNK], gold, chunk, free, no_evidence).items():
             by_status[k] += v
         if commit_chunks:
             session.commit()
@@ -327,7 +328,7 @@ def _decide_and_store(
 
 def _store(
     session: Session, ids: list[int], values: list[dict[str, Any]], gold: dict[int, Any],
-    current: dict[int, tuple[Any, ...]], writable: set[int],
+    current: dict[int, tuple[Any, ...]], writable: set[int], no_evidence: set[int] | None = None,
 ) -> dict[str, int]:
     now = utcnow()
     out: list[dict[str, Any]] = []
@@ -349,7 +350,7 @@ def _store(
             v.update(status="final", final_label=gold[item_id], confidence=1.0, decided_by="gold", decided_level=None,
                      next_kind=None, votes_needed=0, priority=0.0, conflict_kind=None)
         by_status[v["status"]] += 1
-        if _unchanged(v, current[item_id]):
+        if _unchanged(v, current[item_id], numbers=not no_evidence or item_id not in no_evidence):
             continue  # a refit re-decides every item; most come out as they were: no write
         final_before = (status == "final" and decided_at is not None  # the same decision, made earlier
                         and canonical_json(v["final_label"]) == canonical_json(final_label))
@@ -361,14 +362,21 @@ def _store(
     return dict(by_status)
 
 
-def _unchanged(new: dict[str, Any], state: tuple[Any, ...]) -> bool:
+def _unchanged(new: dict[str, Any], state: tuple[Any, ...], *, numbers: bool = True) -> bool:
     """Whether a decision is the stored one: the same outcome, and numbers within 0.1 pp. A
     refit with little new evidence moves most posteriors by less than that; rewriting every
-    item of a large project each minute for it cost a third of a refit (50k rows: ~1 s of 3)."""
+    item of a large project each minute for it cost a third of a refit (50k rows: ~1 s of 3).
+
+    Without ``numbers`` (an item nobody has voted on) the outcome alone: its posterior is the
+    class prior, which every refit moves, and rewriting each such item for it each minute held
+    SQLite's write lock 7–9 s of every 90 under the load bench (200,000 items, few voted).
+    Its stored numbers are the prior of the refit that last changed its outcome."""
     _, status, decided_by, _, conflict, final_label, confidence, needed, next_kind, priority, level, posterior = state
     if (new["status"], new["decided_by"], new["conflict_kind"], new["next_kind"], new["votes_needed"], new["decided_level"]) != (
             status, decided_by, conflict, next_kind, needed, level):
         return False
+    if not numbers:
+        return confidence is not None and posterior is not None
     if canonical_json(new["final_label"]) != canonical_json(final_label) or confidence is None or posterior is None:
         return False
     if abs(new["confidence"] - confidence) > _SAME or abs(new["priority"] - priority) > _SAME:

@@ -140,3 +140,6 @@ def test_a_refit_rewrites_only_the_decisions_that_changed(api: Api) -> None:
     decisions.refit_changed(api.engine, {})
     after = api.db_item("p", "r0003")
     assert after.updated_at > stamped["r0003"] and after.posterior["negative"] > 0.5
+    # the class prior moved, but an item nobody voted on keeps its outcome: not rewritten for it
+    untouched = api.db_item("p", "r0004")
+    assert untouched.status == "open" and untouched.updated_at == stamped["r0004"]
