@@ -48,7 +48,7 @@ sys.path.insert(0, str(ROOT / "src"))
 DEFAULT_PG = os.environ.get("LLMLABEL_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 LABELS = ["positive", "negative", "neutral"]
 MIN_HUMAN_VOTES = 1
-# SQLite: one writer at a time, so a second process only adds lock hand-offs (2 workers: 405–442
+# SQLite: one writer at a time, so a second process only adds lock hand-offs (2 workers: 405–439
 # votes/s against 439–527 with 1, measured on one 2-core machine); PostgreSQL: the
 # annotator routes run inline on each worker's event loop, so concurrency is processes (3 on
 # 2 cores measured best: 178 votes/s against 151 with 4 and 121 with 2 threaded ones)

@@ -328,7 +328,7 @@ def _decide_and_store(
 
 def _store(
     session: Session, ids: list[int], values: list[dict[str, Any]], gold: dict[int, Any],
-    current: dict[int, tuple[Any, ...]], writable: set[int], no_evidence: set[int] | None = None,
+    current: dict[int, tuple[Any, ...]], writable: set[int], no_evidence: frozenset[int] | set[int] = frozenset(),
 ) -> dict[str, int]:
     now = utcnow()
     out: list[dict[str, Any]] = []
@@ -350,7 +350,7 @@ def _store(
             v.update(status="final", final_label=gold[item_id], confidence=1.0, decided_by="gold", decided_level=None,
                      next_kind=None, votes_needed=0, priority=0.0, conflict_kind=None)
         by_status[v["status"]] += 1
-        if _unchanged(v, current[item_id], numbers=not no_evidence or item_id not in no_evidence):
+        if _unchanged(v, current[item_id], numbers=item_id not in no_evidence):
             continue  # a refit re-decides every item; most come out as they were: no write
         final_before = (status == "final" and decided_at is not None  # the same decision, made earlier
                         and canonical_json(v["final_label"]) == canonical_json(final_label))
@@ -375,10 +375,10 @@ def _unchanged(new: dict[str, Any], state: tuple[Any, ...], *, numbers: bool = T
     if (new["status"], new["decided_by"], new["conflict_kind"], new["next_kind"], new["votes_needed"], new["decided_level"]) != (
             status, decided_by, conflict, next_kind, needed, level):
         return False
-    if not numbers:
-        return confidence is not None and posterior is not None
     if canonical_json(new["final_label"]) != canonical_json(final_label) or confidence is None or posterior is None:
         return False
+    if not numbers:
+        return True
     if abs(new["confidence"] - confidence) > _SAME or abs(new["priority"] - priority) > _SAME:
         return False
     old, now = posterior if isinstance(posterior, dict) else {}, new["posterior"]
