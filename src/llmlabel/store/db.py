@@ -293,8 +293,9 @@ def checkpoints_aside(engine: Engine) -> Iterator[Callable[[], None]]:
     load it grew by 80 KB a vote (2 GB in a minute) while every page read searched more of
     it: votes/s fell from 509 to 293 within one minute. So once the log holds RESTART_FRAMES
     pages, a checkpoint holds the writers' turn and starts it over (RESTART), waiting at most
-    RESTART_WAIT_MS for readers of the old log. Under the load bench the log then stays under
-    55 MB, with about one restart a second holding writers off 4.8 ms (median; p90 7 ms)."""
+    RESTART_WAIT_MS for readers of the old log. Under the load bench, measured before that
+    cap: the log stayed under 55 MB, with about one restart a second holding writers off
+    4.8 ms (median; p90 7 ms, max 110 ms: the wait the cap now bounds)."""
     if engine.dialect.name != "sqlite":
         yield lambda: None
         return
