@@ -8,10 +8,14 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
-from sqlmodel import select
+from sqlalchemy import insert, text, update
+from sqlmodel import col, select
 
-from llmlabel.store.db import session_scope
-from llmlabel.store.tables import Lease, Vote, utcnow
+from llmlabel.projects import get_or_create_voter
+from llmlabel.store import leases
+from llmlabel.store.db import refresh_statistics, session_scope
+from llmlabel.store.tables import Item, Lease, Vote, utcnow
+from llmlabel.votes import NewVote, VoteInput, record_votes
 
 from .conftest import Api, force_gold, llm_vote, reviews
 
@@ -219,3 +223,39 @@ def test_items_stay_leased_to_humans_only_while_they_need_votes(api: Api) -> Non
     assert [api.next("p", who).status_code for who in a[1:]] == [204, 204]
     assert api.item("p", "r0000")["status"] == "final"  # a read sees the decision the vote led to
     assert [api.next("p", who).status_code for who in a[1:]] == [204, 204]
+
+
+def test_a_claim_reads_candidates_not_the_annotators_history(api: Api) -> None:
+    """PostgreSQL: judging a window of candidates costs index probes per candidate, however
+    long the annotator's history and however stale the table statistics (never analyzed here,
+    as in a new project or with autovacuum off). Judged as NOT EXISTS anti-joins, the planner
+    read every vote and lease of the annotator for each claim."""
+    if api.engine.dialect.name != "postgresql":
+        pytest.skip("the plan in question is PostgreSQL's; SQLite probes per candidate by construction")
+    history, open_items = 400, 200
+    api.project("p")
+    api.items("p", reviews(history + open_items))
+    project_id = api.db_item("p", "r0000").project_id
+    with session_scope(api.engine) as s:
+        voter = get_or_create_voter(s, project_id=project_id, name="a", kind="human")
+        s.flush()
+        ids = list(s.exec(select(Item.id).where(Item.project_id == project_id).order_by(Item.id)))
+        done = ids[:history]
+        record_votes(s, project_id=voter.project_id, votes=[
+            NewVote(i, voter.id, VoteInput(label="positive", confidence_method="human")) for i in done])  # type: ignore[arg-type]
+        now = utcnow()
+        s.execute(insert(Lease), [{"project_id": voter.project_id, "item_id": i, "voter_id": voter.id,
+                                   "token": f"old{i}", "state": "done", "is_human": True, "is_gold": False,
+                                   "created_at": now, "expires_at": now} for i in done])
+        s.execute(update(Item).where(col(Item.id).in_(done)).values(status="final", votes_needed=0))
+        s.execute(text("SELECT pg_stat_force_next_flush()"))  # these writes show in pg_stat_* at commit
+    assert {"items", "votes", "leases"} <= set(refresh_statistics(api.engine))  # as the server's rounds do
+    assert refresh_statistics(api.engine) == []  # analyzed just now
+    with session_scope(api.engine) as s:
+        claims = leases.claim(s, project_id=voter.project_id, voter_id=voter.id, human=True,  # type: ignore[arg-type]
+                              limit=1, lease_seconds=60)
+        read = dict(s.execute(text(  # this transaction's reads so far, per table
+            "SELECT relname, coalesce(seq_tup_read, 0) + coalesce(idx_tup_fetch, 0) FROM pg_stat_xact_user_tables "
+            "WHERE relname IN ('votes', 'leases')")).all())
+    assert [c.item_id for c in claims] == [ids[history]]
+    assert read["votes"] < history / 2 and read["leases"] < history / 2, read

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable
+from functools import partial
 from typing import Any
 
 from fastapi import FastAPI
@@ -19,11 +20,12 @@ from llmlabel.api.limits import BodySizeLimit
 from llmlabel.api.routes import batches, items, projects, quality, review, tasks, tokens
 from llmlabel.api.serialize import SerializeRequests
 from llmlabel.callbacks import deliver_due
-from llmlabel.store.db import Leadership, checkpoints_aside
+from llmlabel.store.db import Leadership, checkpoints_aside, refresh_statistics
 from llmlabel.web import pages
 
 log = logging.getLogger("llmlabel.api")
 CHECKPOINT_SECONDS = 0.25  # SQLite: how often the server checkpoints the WAL beside its requests
+STATISTICS_SECONDS = 15.0  # PostgreSQL: how often it looks for tables whose statistics are stale
 
 
 def _lifespan(
@@ -31,7 +33,8 @@ def _lifespan(
 ) -> Callable[[FastAPI], contextlib.AbstractAsyncContextManager[None]]:
     """Background work of a server: re-deciding voted items in batches, delivering due
     callbacks, refitting consensus for the projects that received votes since the last round,
-    and on SQLite checkpointing the WAL beside the requests."""
+    and keeping the database fit: on SQLite checkpointing the WAL beside the requests, on
+    PostgreSQL analyzing tables whose statistics went stale."""
 
     async def decide_forever() -> None:
         while True:
@@ -67,18 +70,20 @@ def _lifespan(
                 log.exception("callback delivery round failed")
             await asyncio.sleep(settings.callback_interval_seconds)
 
-    async def checkpoint_forever(checkpoint: Callable[[], None]) -> None:
+    async def every(seconds: float, upkeep: Callable[[], object], what: str) -> None:
         while True:
-            await asyncio.sleep(CHECKPOINT_SECONDS)
+            await asyncio.sleep(seconds)
             try:
-                await asyncio.to_thread(checkpoint)  # SQLite works with the GIL released
+                await asyncio.to_thread(upkeep)  # the database works with the GIL released
             except Exception:
-                log.exception("WAL checkpoint failed")
+                log.exception("%s failed", what)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         with checkpoints_aside(engine) as checkpoint:
-            tasks = [asyncio.create_task(checkpoint_forever(checkpoint))] if engine.dialect.name == "sqlite" else []
+            tasks = [asyncio.create_task(every(CHECKPOINT_SECONDS, checkpoint, "WAL checkpoint"))
+                     if engine.dialect.name == "sqlite" else
+                     asyncio.create_task(every(STATISTICS_SECONDS, partial(refresh_statistics, engine), "ANALYZE"))]
             if settings.fit_in_child_process:
                 decisions.fit_in_child_process()
             if settings.decision_batch_seconds > 0:
