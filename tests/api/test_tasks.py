@@ -248,8 +248,10 @@ def test_a_claim_reads_candidates_not_the_annotators_history(api: Api) -> None:
                                    "token": f"old{i}", "state": "done", "is_human": True, "is_gold": False,
                                    "created_at": now, "expires_at": now} for i in done])
         s.execute(update(Item).where(col(Item.id).in_(done)).values(status="final", votes_needed=0))
+        s.execute(text("CREATE TABLE theirs AS SELECT generate_series(1, 500) AS n"))  # another application's
         s.execute(text("SELECT pg_stat_force_next_flush()"))  # these writes show in pg_stat_* at commit
-    assert {"items", "votes", "leases"} <= set(refresh_statistics(api.engine))  # as the server's rounds do
+    analyzed = set(refresh_statistics(api.engine))  # as the server's rounds do
+    assert {"items", "votes", "leases"} <= analyzed and "theirs" not in analyzed
     assert refresh_statistics(api.engine) == []  # analyzed just now
     with session_scope(api.engine) as s:
         claims = leases.claim(s, project_id=voter.project_id, voter_id=voter.id, human=True,  # type: ignore[arg-type]

@@ -25,6 +25,7 @@ from sqlalchemy.exc import ArgumentError, OperationalError
 from sqlmodel import Session, create_engine
 
 from llmlabel.errors import StorageError
+from llmlabel.store import tables
 
 try:
     import fcntl
@@ -336,7 +337,7 @@ def checkpoints_aside(engine: Engine) -> Iterator[Callable[[], None]]:
 
 # PostgreSQL's own rule for when a table's statistics are stale (autovacuum's defaults)
 _STALE = text(
-    "SELECT relname FROM pg_stat_user_tables WHERE schemaname = current_schema()"
+    "SELECT relname FROM pg_stat_user_tables WHERE schemaname = current_schema() AND relname = ANY(:ours)"
     " AND n_mod_since_analyze > 50 + 0.1 * n_live_tup"
     " AND coalesce(greatest(last_analyze, last_autoanalyze), '-infinity') < now() - make_interval(secs => :recent)"
 )
@@ -364,7 +365,8 @@ def refresh_statistics(engine: Engine, recent_seconds: float = 60.0) -> list[str
         if not conn.execute(_ANALYZING, {"key": Leadership.KEY + 1}).scalar():
             conn.rollback()
             return []
-        stale = list(conn.execute(_STALE, {"recent": recent_seconds}).scalars())
+        ours = list(tables.SQLModel.metadata.tables)  # in a schema shared with other applications, only ours
+        stale = list(conn.execute(_STALE, {"recent": recent_seconds, "ours": ours}).scalars())
         if stale:
             conn.exec_driver_sql("ANALYZE " + ", ".join(conn.dialect.identifier_preparer.quote(t) for t in stale))
         conn.commit()

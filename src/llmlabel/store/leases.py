@@ -66,8 +66,9 @@ def _none_of(table: Any, *where: Any) -> ColumnElement[bool]:
     A count, not NOT EXISTS: PostgreSQL plans a NOT EXISTS as an anti-join and, given one
     voter's rows to match, may read all of them for every claim; with fresh statistics it read
     all 400 leases of a voter who had 400 (tests/api/test_tasks.py), and under load it did so
-    for the votes too (figures in ``store.db.refresh_statistics``). A count stays a probe of the
-    (item, voter) index per candidate, on either database.
+    for the votes too (figures in ``store.db.refresh_statistics``). A count is a probe of the
+    (item, voter) index per candidate, on either database, once statistics show the table is
+    not tiny (which ``refresh_statistics`` sees to on PostgreSQL).
     """
     return select(func.count()).select_from(table).where(*where).scalar_subquery() == 0
 
@@ -76,16 +77,16 @@ def _eligible(*, voter_id: Any, human: bool, now: Any, gold: bool) -> list[Any]:
     """The conditions an item (of the project) must meet to be leased to this voter now; a
     gold task's are on the gold row's item (the pick walks the gold table)."""
     item = col(Gold.item_id) if gold else col(Item.id)
-    voted = _none_of(Vote, col(Vote.item_id) == item, col(Vote.voter_id) == voter_id)
+    not_voted = _none_of(Vote, col(Vote.item_id) == item, col(Vote.voter_id) == voter_id)
     own_lease = col(Lease.item_id) == item
     if human:
-        leased_before = _none_of(Lease, own_lease, col(Lease.voter_id) == voter_id)
+        not_leased_before = _none_of(Lease, own_lease, col(Lease.voter_id) == voter_id)
     else:
-        leased_before = _none_of(
+        not_leased_before = _none_of(
             Lease, own_lease, col(Lease.voter_id) == voter_id,
             or_(col(Lease.state) == "done", and_(col(Lease.state) == "active", col(Lease.expires_at) > now)),
         )
-    conditions: list[Any] = [voted, leased_before]
+    conditions: list[Any] = [not_voted, not_leased_before]
     if gold:  # a gold task: any gold item, whatever its status
         pass
     elif human:
