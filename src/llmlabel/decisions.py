@@ -353,7 +353,7 @@ def _store(
         if _unchanged(v, current[item_id], numbers=item_id not in no_evidence):
             continue  # a refit re-decides every item; most come out as they were: no write
         final_before = (status == "final" and decided_at is not None  # the same decision, made earlier
-                        and canonical_json(v["final_label"]) == canonical_json(final_label))
+                        and _same_label(v["final_label"], final_label))
         v.update(_id=item_id, updated_at=now,
                  decided_at=(decided_at if final_before else now) if v["status"] == "final" else None)
         out.append(v)
@@ -375,7 +375,7 @@ def _unchanged(new: dict[str, Any], state: tuple[Any, ...], *, numbers: bool = T
     if (new["status"], new["decided_by"], new["conflict_kind"], new["next_kind"], new["votes_needed"], new["decided_level"]) != (
             status, decided_by, conflict, next_kind, needed, level):
         return False
-    if canonical_json(new["final_label"]) != canonical_json(final_label) or confidence is None or posterior is None:
+    if not _same_label(new["final_label"], final_label) or confidence is None or posterior is None:
         return False
     if not numbers:
         return True
@@ -384,6 +384,11 @@ def _unchanged(new: dict[str, Any], state: tuple[Any, ...], *, numbers: bool = T
     old, now = posterior if isinstance(posterior, dict) else {}, new["posterior"]
     return isinstance(now, dict) and old.keys() == now.keys() and all(
         isinstance(now[k], float) and isinstance(old[k], int | float) and abs(now[k] - old[k]) <= _SAME for k in now)
+
+
+def _same_label(a: Any, b: Any) -> bool:
+    """Labels compared as stored (canonical JSON); most items of a refit have none on either side."""
+    return (a is None and b is None) or canonical_json(a) == canonical_json(b)
 
 
 _SAME = 1e-3
@@ -415,9 +420,10 @@ def _single_choice(config: ProjectConfig, fit: Fit, t: VoteTable, counts: np.nda
     eig_human = expected_information_gain(post, matrices)[:, t.kinds.names.index("human")]
     humans = counts[:, [t.kinds.names.index(k) for k in _HUMAN]].sum(axis=1)
     out = []
+    rounded = np.round(post, 6).tolist()
     for r in range(post.shape[0]):
         c, label = int(dec.code[r]), fit.classes[int(dec.label[r])]
-        v: dict[str, Any] = {"posterior": dict(zip(fit.classes, np.round(post[r], 6).tolist(), strict=True)),
+        v: dict[str, Any] = {"posterior": dict(zip(fit.classes, rounded[r], strict=True)),
                              "confidence": float(dec.confidence[r]), "decided_level": None, "conflict_kind": None}
         if c == Decision.FINAL:
             v.update(status="final", final_label=label, decided_by=str(dec.decided_by[r]), next_kind=None,
