@@ -20,7 +20,7 @@ from sqlalchemy.engine import Engine
 
 from llmlabel.errors import StorageError
 from llmlabel.store import db
-from llmlabel.store.db import checkpoints_aside, make_engine, reader, session_scope
+from llmlabel.store.db import make_engine, reader, session_scope, upkeep_aside
 
 
 @pytest.fixture
@@ -155,7 +155,7 @@ def test_a_servers_checkpoints_keep_the_wal_bounded_under_steady_writes_and_read
             time.sleep(0.002)
 
     peak = 0
-    with checkpoints_aside(engine) as checkpoint:
+    with upkeep_aside(engine) as (_seconds, checkpoint):
         threads = [threading.Thread(target=write), threading.Thread(target=read)]
         for thread in threads:
             thread.start()

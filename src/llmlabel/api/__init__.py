@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable
-from functools import partial
 from typing import Any
 
 from fastapi import FastAPI
@@ -20,12 +19,10 @@ from llmlabel.api.limits import BodySizeLimit
 from llmlabel.api.routes import batches, items, projects, quality, review, tasks, tokens
 from llmlabel.api.serialize import SerializeRequests
 from llmlabel.callbacks import deliver_due
-from llmlabel.store.db import Leadership, checkpoints_aside, refresh_statistics
+from llmlabel.store.db import Leadership, upkeep_aside
 from llmlabel.web import pages
 
 log = logging.getLogger("llmlabel.api")
-CHECKPOINT_SECONDS = 0.25  # SQLite: how often the server checkpoints the WAL beside its requests
-STATISTICS_SECONDS = 15.0  # PostgreSQL: how often it looks for tables whose statistics are stale
 
 
 def _lifespan(
@@ -70,20 +67,18 @@ def _lifespan(
                 log.exception("callback delivery round failed")
             await asyncio.sleep(settings.callback_interval_seconds)
 
-    async def every(seconds: float, upkeep: Callable[[], object], what: str) -> None:
+    async def upkeep_forever(seconds: float, upkeep: Callable[[], object]) -> None:
         while True:
             await asyncio.sleep(seconds)
             try:
                 await asyncio.to_thread(upkeep)  # the database works with the GIL released
             except Exception:
-                log.exception("%s failed", what)
+                log.exception("database upkeep (%s) failed", engine.dialect.name)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        with checkpoints_aside(engine) as checkpoint:
-            tasks = [asyncio.create_task(every(CHECKPOINT_SECONDS, checkpoint, "WAL checkpoint"))
-                     if engine.dialect.name == "sqlite" else
-                     asyncio.create_task(every(STATISTICS_SECONDS, partial(refresh_statistics, engine), "ANALYZE"))]
+        with upkeep_aside(engine) as (seconds, upkeep):
+            tasks = [asyncio.create_task(upkeep_forever(seconds, upkeep))]
             if settings.fit_in_child_process:
                 decisions.fit_in_child_process()
             if settings.decision_batch_seconds > 0:

@@ -16,6 +16,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +37,8 @@ MIGRATIONS = Path(__file__).parent / "migrations"
 BUSY_SECONDS = 60.0  # how long a SQLite writer waits for its turn before failing
 RESTART_FRAMES = 8192  # a server starts the SQLite WAL over once it holds this many pages (32 MB)
 RESTART_WAIT_MS = 20  # how long that restart may wait for readers of the old log, writers held off
+CHECKPOINT_SECONDS = 0.25  # SQLite: how often a server checkpoints the WAL beside its requests
+STATISTICS_SECONDS = 15.0  # PostgreSQL: how often it looks for tables whose statistics are stale
 _upgrade_lock = threading.Lock()
 
 
@@ -281,13 +284,52 @@ def _no_autocheckpoint(dbapi_conn: Any, _record: Any) -> None:
     dbapi_conn.execute("PRAGMA wal_autocheckpoint=0")
 
 
+# PostgreSQL's own rule for when a table's statistics are stale (autovacuum's defaults)
+_STALE = text(
+    "SELECT relname FROM pg_stat_user_tables WHERE schemaname = current_schema() AND relname = ANY(:ours)"
+    " AND n_mod_since_analyze > 50 + 0.1 * n_live_tup"
+    " AND coalesce(greatest(last_analyze, last_autoanalyze), '-infinity') < now() - make_interval(secs => :recent)"
+)
+
+_ANALYZING = text("SELECT pg_try_advisory_xact_lock(:key, hashtext(current_schema()))")
+
+
+def refresh_statistics(engine: Engine, recent_seconds: float = 60.0) -> list[str]:
+    """On PostgreSQL, ANALYZE the tables whose statistics are stale by autovacuum's rule and
+    that no analyze touched in the last ``recent_seconds``; returns their names. A server
+    calls it every STATISTICS_SECONDS (``upkeep_aside``); where autovacuum keeps up it finds
+    nothing to do.
+
+    Plans rest on statistics, and a server's prepared statements keep the generic plan they got
+    while the tables were small until an ANALYZE replaces it. With autovacuum off (so on the
+    machine measured here) or not round yet, the task claim kept plans that scanned the whole
+    votes or leases table for every candidate, growing with the tables without bound. Under
+    bench/service_load.py on PostgreSQL (75 s, 50,000 items, single runs): the claim's locking
+    statement averaged 5.4 ms before, 1.3 ms with the count form of ``leases._none_of`` alone,
+    1.2 ms with this as well; PostgreSQL's CPU per vote 8.5, 5.2, 4.9 ms; votes/s 98, 110, 124.
+    """
+    with engine.connect() as conn:
+        # one server process at a time: a second ANALYZE of a table would wait for the first
+        if not conn.execute(_ANALYZING, {"key": Leadership.KEY + 1}).scalar():
+            return []
+        ours = list(tables.SQLModel.metadata.tables)  # in a schema shared with other applications, only ours
+        stale = list(conn.execute(_STALE, {"recent": recent_seconds, "ours": ours}).scalars())
+        if stale:
+            conn.exec_driver_sql("ANALYZE " + ", ".join(conn.dialect.identifier_preparer.quote(t) for t in stale))
+        conn.commit()
+    return stale
+
+
 @contextmanager
-def checkpoints_aside(engine: Engine) -> Iterator[Callable[[], None]]:
-    """On SQLite, while a server runs: its commits stop checkpointing the WAL, and the
-    callable it gets checkpoints on the side. By default the commit that pushes the WAL past
+def upkeep_aside(engine: Engine) -> Iterator[tuple[float, Callable[[], object]]]:
+    """What a server runs beside its requests to keep the database fit, and every how many
+    seconds: on PostgreSQL ``refresh_statistics``; on SQLite WAL checkpoints, as follows.
+
+    While the server runs, its commits stop checkpointing the WAL, and the callable it gets
+    checkpoints on the side. By default the commit that pushes the WAL past
     1,000 pages copies them into the database and syncs it, in the request: measured
     in-process, a next+vote cycle took 1.85 ms of CPU (1.99 ms wall) with those checkpoints
-    and 1.49 (1.47) without. Elsewhere a no-op.
+    and 1.49 (1.47) without.
 
     The copy runs beside the writers (PASSIVE: it never waits for them), so it always ends a
     few commits behind; a log that is never wholly copied is never started over, and under
@@ -297,8 +339,8 @@ def checkpoints_aside(engine: Engine) -> Iterator[Callable[[], None]]:
     RESTART_WAIT_MS for readers of the old log. Under the load bench, measured before that
     cap: the log stayed under 55 MB, with about one restart a second holding writers off
     4.8 ms (median; p90 7 ms, max 110 ms: the wait the cap now bounds)."""
-    if engine.dialect.name != "sqlite":
-        yield lambda: None
+    if engine.dialect.name == "postgresql":
+        yield STATISTICS_SECONDS, partial(refresh_statistics, engine)
         return
     with _upgrade_lock:  # several servers may share an engine (tests do): the first one sets it up
         _aside[engine] = _aside.get(engine, 0) + 1
@@ -324,7 +366,7 @@ def checkpoints_aside(engine: Engine) -> Iterator[Callable[[], None]]:
             raw.close()
 
     try:
-        yield checkpoint
+        yield CHECKPOINT_SECONDS, checkpoint
     finally:
         with _upgrade_lock:
             _aside[engine] -= 1
@@ -333,44 +375,6 @@ def checkpoints_aside(engine: Engine) -> Iterator[Callable[[], None]]:
                 event.remove(engine, "connect", _no_autocheckpoint)
                 engine.dispose()
         checkpoint()
-
-
-# PostgreSQL's own rule for when a table's statistics are stale (autovacuum's defaults)
-_STALE = text(
-    "SELECT relname FROM pg_stat_user_tables WHERE schemaname = current_schema() AND relname = ANY(:ours)"
-    " AND n_mod_since_analyze > 50 + 0.1 * n_live_tup"
-    " AND coalesce(greatest(last_analyze, last_autoanalyze), '-infinity') < now() - make_interval(secs => :recent)"
-)
-
-_ANALYZING = text("SELECT pg_try_advisory_xact_lock(:key, hashtext(current_schema()))")
-
-
-def refresh_statistics(engine: Engine, recent_seconds: float = 60.0) -> list[str]:
-    """On PostgreSQL, ANALYZE the tables whose statistics are stale by autovacuum's rule and
-    that no analyze touched in the last ``recent_seconds``; returns their names. A server
-    calls it every 15 s (STATISTICS_SECONDS); where autovacuum keeps up it finds nothing to do.
-
-    Plans rest on statistics, and a server's prepared statements keep the generic plan they got
-    while the tables were small until an ANALYZE replaces it. With autovacuum off (so on the
-    machine measured here) or not round yet, the task claim kept plans that scanned the whole
-    votes or leases table for every candidate, growing with the tables without bound. Under
-    bench/service_load.py on PostgreSQL (75 s, 50,000 items, single runs): the claim's locking
-    statement averaged 5.4 ms before, 1.3 ms with the count form of ``leases._none_of`` alone,
-    1.2 ms with this as well; PostgreSQL's CPU per vote 8.5, 5.2, 4.9 ms; votes/s 98, 110, 124.
-    Elsewhere a no-op."""
-    if engine.dialect.name != "postgresql":
-        return []
-    with engine.connect() as conn:
-        # one server process at a time: a second ANALYZE of a table would wait for the first
-        if not conn.execute(_ANALYZING, {"key": Leadership.KEY + 1}).scalar():
-            conn.rollback()
-            return []
-        ours = list(tables.SQLModel.metadata.tables)  # in a schema shared with other applications, only ours
-        stale = list(conn.execute(_STALE, {"recent": recent_seconds, "ours": ours}).scalars())
-        if stale:
-            conn.exec_driver_sql("ANALYZE " + ", ".join(conn.dialect.identifier_preparer.quote(t) for t in stale))
-        conn.commit()
-    return stale
 
 
 class Leadership:
