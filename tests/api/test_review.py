@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -124,6 +125,29 @@ def test_a_background_refit_stores_in_chunks_and_keeps_decisions_made_meanwhile(
     assert [got[f"r{i:04d}"]["label"] for i in range(5)] == ["negative", "positive", "negative", "positive", "negative"]
     assert got["r0005"]["status"] == "open"  # the newer decision stands
     assert got["r0006"]["status"] == "open"  # no votes
+
+
+def test_a_background_refit_keeps_a_decision_made_while_it_compared(api: Api, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The refit compares a chunk outside its write transaction: a vote that re-decides an
+    item between that read and the write keeps its decision."""
+    api.project("p", target_confidence=0.8, min_human_votes=1)
+    api.items("p", reviews(3))
+    for i in range(3):
+        for name in ("ann", "bob", "cy"):
+            human_vote(api, "p", f"r{i:04d}", "positive", name)
+    api.set_item("p", "r0001", status="open", next_kind="human", updated_at=datetime(2000, 1, 1, tzinfo=UTC))  # stale: the refit rewrites it
+    api.set_item("p", "r0002", status="open", next_kind="human", updated_at=datetime(2000, 1, 1, tzinfo=UTC))
+    changes = decisions._changes
+
+    def compare_then_a_vote_arrives(*args: Any, **kwargs: Any) -> Any:
+        compared = changes(*args, **kwargs)
+        api.set_item("p", "r0002", status="open", next_kind="human", updated_at=utcnow())  # decided meanwhile
+        return compared
+
+    monkeypatch.setattr(decisions, "_changes", compare_then_a_vote_arrives)
+    decisions.refit_changed(api.engine, {})
+    assert api.item("p", "r0001")["status"] == "final"
+    assert api.item("p", "r0002")["status"] == "open"  # the newer decision stands
 
 
 def test_a_refit_rewrites_only_the_decisions_that_changed(api: Api) -> None:
