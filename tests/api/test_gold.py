@@ -11,7 +11,8 @@ from sqlalchemy import text
 from sqlmodel import select
 
 from llmlabel import tasks
-from llmlabel.quality.gating import GoldRecord, gold_record
+from llmlabel.config import Policy
+from llmlabel.quality.gating import GoldRecord, gold_rate, gold_record
 from llmlabel.store.db import session_scope
 from llmlabel.store.tables import Gold, Item, Project, Vote
 
@@ -69,6 +70,14 @@ def test_gold_comes_more_often_while_recent_gold_answers_are_wrong(api: Api, mon
     monkeypatch.setattr(tasks, "random", coin)
     assert api.voter("p", "a").status == "active"  # 22 of 28 overall: not gated
     assert answer(api, a, truth)[1] is True
+
+
+@pytest.mark.parametrize(("base", "raised"), [(0.02, 0.2), (0.1, 0.2), (0.2, 0.4), (0.3, 0.5), (0.6, 0.6)])
+def test_the_raised_gold_rate_is_never_under_the_base_rate(base: float, raised: float) -> None:
+    policy = Policy(gold_rate=base, quality_bar=0.7)
+    assert gold_rate((True, True, True), policy) == base
+    assert gold_rate((False, True, False), policy) == pytest.approx(raised)
+    assert gold_rate((False, False), policy) == base  # too few answers to judge
 
 
 def test_a_new_annotator_gets_gold_only_until_qualified(api: Api) -> None:

@@ -73,9 +73,10 @@ def recent_gold(session: Session, *, voter_id: int) -> tuple[bool, ...]:
 
 
 def gold_rate(recent: tuple[bool, ...], policy: Policy) -> float:
-    """Base rate, doubled (up to 0.5) while the recent gold accuracy is under the bar."""
+    """Base rate, doubled (at least 0.2, at most 0.5, never under the base rate) while the
+    recent gold accuracy is under the bar."""
     if len(recent) >= 3 and sum(recent) / len(recent) < policy.quality_bar:
-        return min(0.5, max(2 * policy.gold_rate, 0.2))
+        return max(policy.gold_rate, min(0.5, max(2 * policy.gold_rate, 0.2)))
     return policy.gold_rate
 
 

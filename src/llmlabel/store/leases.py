@@ -142,7 +142,11 @@ def _gold_picks(limit: int) -> tuple[Prepared, Prepared]:
             Prepared(base.where(col(Gold.item_id) < bindparam("pivot")).order_by(col(Gold.item_id)).limit(limit)))
 
 
-_GOLD_RANGE = Prepared(select(func.min(Gold.item_id), func.max(Gold.item_id)).where(col(Gold.project_id) == bindparam("project_id")))
+# two subqueries: SQLite reads a lone min() or max() off the index's end, both in one SELECT
+# by scanning every gold row of the project (325 us with 4,000 gold items, against 4.5 us)
+_GOLD_ENDS = [select(f(Gold.item_id)).where(col(Gold.project_id) == bindparam("project_id")).scalar_subquery()
+              for f in (func.min, func.max)]
+_GOLD_RANGE = Prepared(select(*_GOLD_ENDS))
 
 
 def _gold_candidates(session: Session, params: dict[str, Any], limit: int) -> list[int]:

@@ -80,9 +80,11 @@ class Item(SQLModel, table=True):
 
 class Gold(SQLModel, table=True):
     __tablename__ = "gold"
+    # a gold task's pick walks a project's gold in item order from a random pivot
+    __table_args__ = (Index("ix_gold_project_item", "project_id", "item_id"),)
 
     id: int | None = Field(default=None, primary_key=True)
-    project_id: int = Field(foreign_key="projects.id", index=True)
+    project_id: int = Field(foreign_key="projects.id")
     item_id: int = Field(foreign_key="items.id", unique=True)
     label: Any = _json(nullable=False)
     source: str = Field(default="imported", max_length=16)  # imported | mined | adjudicated
