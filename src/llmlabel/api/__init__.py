@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -88,6 +89,12 @@ def _lifespan(
                 tasks.append(asyncio.create_task(deliver_forever()))
             if settings.refit_interval_seconds > 0:
                 tasks.append(asyncio.create_task(refit_forever()))
+            # what the process holds by now (modules, the app, the engine) lives as long as it
+            # does: frozen, full collections skip it. Under the load bench (SQLite, 60 s) the 4
+            # full collections took 83-103 ms each, every request in flight waiting through
+            # them; frozen, 4-6 ms
+            gc.collect()
+            gc.freeze()
             yield
             for task in tasks:
                 task.cancel()
