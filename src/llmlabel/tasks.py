@@ -8,7 +8,6 @@ them apart; only the lease row knows.
 
 from __future__ import annotations
 
-import random
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -20,7 +19,7 @@ from sqlmodel import Session, col, select
 from llmlabel import decisions
 from llmlabel.config import ProjectConfig
 from llmlabel.errors import ConflictError, InputError, NotFoundError, PermissionDeniedError
-from llmlabel.quality.gating import gold_rate, gold_record, next_status, recent_gold, set_status
+from llmlabel.quality.gating import gold_record, next_status, set_status, wants_gold
 from llmlabel.rendering import render_item
 from llmlabel.schema import Options
 from llmlabel.store import leases
@@ -97,7 +96,7 @@ def next_task(session: Session, *, project: Project, config: ProjectConfig, vote
         return _task(session, config, token=token, item_id=item_id, expires_at=expires_at)
     policy = config.policy
     qualifying = voter.status == "qualifying"
-    want_gold = qualifying or random.random() < gold_rate(recent_gold(session, voter_id=voter.id), policy)  # type: ignore[arg-type]
+    want_gold = qualifying or wants_gold(session, voter_id=voter.id, policy=policy)  # type: ignore[arg-type]
     claims: list[leases.Claim] = []
     if want_gold:
         claims = leases.claim(session, project_id=project.id, voter_id=voter.id, human=True, limit=1,  # type: ignore[arg-type]

@@ -18,10 +18,10 @@ from fastapi.testclient import TestClient
 from sqlalchemy import func, select, update
 from sqlalchemy.engine import Engine
 
-from llmlabel import tasks
 from llmlabel.access import create_token
 from llmlabel.api import ApiSettings, create_app
 from llmlabel.projects import get_or_create_voter
+from llmlabel.quality import gating
 from llmlabel.store.db import session_scope
 from llmlabel.store.tables import Item, Lease, Project, Vote, Voter
 from llmlabel.votes import VoteInput, record_vote
@@ -152,7 +152,7 @@ def _store_vote(api: Api, project: str, item_external_id: str, name: str, kind: 
 
 def force_gold(monkeypatch: pytest.MonkeyPatch, gold: bool) -> None:
     """Decide the gold coin of the next tasks (the rate itself is tested in test_gold)."""
-    monkeypatch.setattr(tasks, "random", SimpleNamespace(random=lambda: 0.0 if gold else 0.999))
+    monkeypatch.setattr(gating, "random", SimpleNamespace(random=lambda: 0.0 if gold else 0.999))
 
 
 # a real server on loopback

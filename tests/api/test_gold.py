@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import random
 from types import SimpleNamespace
+from typing import Any
 
 import pytest
 from sqlalchemy import text
 from sqlmodel import select
 
-from llmlabel import tasks
 from llmlabel.config import Policy
+from llmlabel.quality import gating
 from llmlabel.quality.gating import GoldRecord, gold_rate, gold_record
 from llmlabel.store.db import session_scope
 from llmlabel.store.tables import Gold, Item, Project, Vote
@@ -63,11 +64,11 @@ def test_gold_comes_more_often_while_recent_gold_answers_are_wrong(api: Api, mon
     force_gold(monkeypatch, True)
     assert all(answer(api, a, truth)[1] for _ in range(20))
     coin = SimpleNamespace(random=lambda: 0.15)  # over the base rate (0.05), under the raised one (0.2)
-    monkeypatch.setattr(tasks, "random", coin)
+    monkeypatch.setattr(gating, "random", coin)
     assert answer(api, a, truth)[1] is False
     force_gold(monkeypatch, True)
     assert all(answer(api, a, truth, wrong=True)[1] for _ in range(8))  # 2 of the last 10 right
-    monkeypatch.setattr(tasks, "random", coin)
+    monkeypatch.setattr(gating, "random", coin)
     assert api.voter("p", "a").status == "active"  # 22 of 28 overall: not gated
     assert answer(api, a, truth)[1] is True
 
@@ -78,6 +79,17 @@ def test_the_raised_gold_rate_is_never_under_the_base_rate(base: float, raised: 
     assert gold_rate((True, True, True), policy) == base
     assert gold_rate((False, True, False), policy) == pytest.approx(raised)
     assert gold_rate((False, False), policy) == base  # too few answers to judge
+
+
+def test_a_gold_draw_reads_the_record_only_between_the_two_rates(monkeypatch: pytest.MonkeyPatch) -> None:
+    policy = Policy(gold_rate=0.05, quality_bar=0.7)  # raised rate 0.2
+    no_database: Any = None  # reading the record would fail
+    for draw, gold in ((0.0, True), (0.049, True), (0.2, False), (0.99, False)):
+        monkeypatch.setattr(gating, "random", SimpleNamespace(random=lambda d=draw: d))
+        assert gating.wants_gold(no_database, voter_id=1, policy=policy) is gold
+    monkeypatch.setattr(gating, "random", SimpleNamespace(random=lambda: 0.1))
+    with pytest.raises(AttributeError):
+        gating.wants_gold(no_database, voter_id=1, policy=policy)
 
 
 def test_a_new_annotator_gets_gold_only_until_qualified(api: Api) -> None:

@@ -8,6 +8,7 @@ annotator is measured more often before the bound crosses the bar.
 
 from __future__ import annotations
 
+import random
 from dataclasses import dataclass
 from typing import Any
 
@@ -73,11 +74,28 @@ def recent_gold(session: Session, *, voter_id: int) -> tuple[bool, ...]:
 
 
 def gold_rate(recent: tuple[bool, ...], policy: Policy) -> float:
-    """Base rate, doubled (at least 0.2, at most 0.5, never under the base rate) while the
-    recent gold accuracy is under the bar."""
+    """Base rate, raised while the recent gold accuracy is under the bar."""
     if len(recent) >= 3 and sum(recent) / len(recent) < policy.quality_bar:
-        return max(policy.gold_rate, min(0.5, max(2 * policy.gold_rate, 0.2)))
+        return _raised_rate(policy)
     return policy.gold_rate
+
+
+def _raised_rate(policy: Policy) -> float:
+    """The base rate doubled: at least 0.2, at most 0.5, never under the base rate."""
+    return max(policy.gold_rate, min(0.5, max(2 * policy.gold_rate, 0.2)))
+
+
+def wants_gold(session: Session, *, voter_id: int, policy: Policy) -> bool:
+    """Whether this task request gets a gold task, at the voter's gold rate. The draw comes
+    first: under the base rate it is gold and at or over the raised rate it is not, whatever
+    the voter's record, so only the draws in between read it (a query on every task request
+    otherwise)."""
+    draw = random.random()
+    if draw < policy.gold_rate:
+        return True
+    if draw >= _raised_rate(policy):
+        return False
+    return draw < gold_rate(recent_gold(session, voter_id=voter_id), policy)
 
 
 def next_status(status: str, record: GoldRecord, policy: Policy) -> str:
