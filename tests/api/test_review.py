@@ -102,52 +102,36 @@ def test_blind_review_shows_the_votes_only_after_the_reviewers_own_answer(api: A
     assert done.status_code == 200 and done.json()["status"] == "final"
 
 
+@pytest.mark.parametrize("after", ["_fit_project", "_changes"])
 def test_a_background_refit_stores_in_chunks_and_keeps_decisions_made_meanwhile(
-    api: Api, monkeypatch: pytest.MonkeyPatch,
+    api: Api, monkeypatch: pytest.MonkeyPatch, after: str,
 ) -> None:
+    """A vote re-decides r0005 after the fit read the votes, or after the refit compared
+    r0005's chunk outside its write transaction: the vote's decision stands either way."""
     api.project("p", target_confidence=0.8, min_human_votes=1)
     api.items("p", reviews(7))
     for i in range(6):
         for name in ("ann", "bob", "cy"):
             human_vote(api, "p", f"r{i:04d}", "positive" if i % 2 else "negative", name)
+    stale = datetime(2000, 1, 1, tzinfo=UTC)  # a decision the refit would rewrite
+    api.set_item("p", "r0005", status="open", next_kind="human", updated_at=stale)
+    r0005 = api.db_item("p", "r0005").id
     monkeypatch.setattr(decisions, "STORE_CHUNK", 3)  # 7 items: chunks of 3, 3 and 1
-    fit_project = decisions._fit_project
+    step = getattr(decisions, after)
 
-    def fit_then_a_vote_arrives(*args: Any, **kwargs: Any) -> Any:
-        fitted = fit_project(*args, **kwargs)
-        api.set_item("p", "r0005", status="open", next_kind="human", updated_at=utcnow())  # decided meanwhile
-        return fitted
+    def then_a_vote_arrives(*args: Any, **kwargs: Any) -> Any:
+        done = step(*args, **kwargs)
+        if after == "_fit_project" or r0005 in args[0]:  # _changes(ids, …): r0005's chunk
+            api.set_item("p", "r0005", status="open", next_kind="human", updated_at=utcnow())  # decided meanwhile
+        return done
 
-    monkeypatch.setattr(decisions, "_fit_project", fit_then_a_vote_arrives)
+    monkeypatch.setattr(decisions, after, then_a_vote_arrives)
     decisions.refit_changed(api.engine, {})
     got = {f"r{i:04d}": api.item("p", f"r{i:04d}") for i in range(7)}
     assert all(got[f"r{i:04d}"]["status"] == "final" for i in range(5)), got
     assert [got[f"r{i:04d}"]["label"] for i in range(5)] == ["negative", "positive", "negative", "positive", "negative"]
     assert got["r0005"]["status"] == "open"  # the newer decision stands
     assert got["r0006"]["status"] == "open"  # no votes
-
-
-def test_a_background_refit_keeps_a_decision_made_while_it_compared(api: Api, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The refit compares a chunk outside its write transaction: a vote that re-decides an
-    item between that read and the write keeps its decision."""
-    api.project("p", target_confidence=0.8, min_human_votes=1)
-    api.items("p", reviews(3))
-    for i in range(3):
-        for name in ("ann", "bob", "cy"):
-            human_vote(api, "p", f"r{i:04d}", "positive", name)
-    api.set_item("p", "r0001", status="open", next_kind="human", updated_at=datetime(2000, 1, 1, tzinfo=UTC))  # stale: the refit rewrites it
-    api.set_item("p", "r0002", status="open", next_kind="human", updated_at=datetime(2000, 1, 1, tzinfo=UTC))
-    changes = decisions._changes
-
-    def compare_then_a_vote_arrives(*args: Any, **kwargs: Any) -> Any:
-        compared = changes(*args, **kwargs)
-        api.set_item("p", "r0002", status="open", next_kind="human", updated_at=utcnow())  # decided meanwhile
-        return compared
-
-    monkeypatch.setattr(decisions, "_changes", compare_then_a_vote_arrives)
-    decisions.refit_changed(api.engine, {})
-    assert api.item("p", "r0001")["status"] == "final"
-    assert api.item("p", "r0002")["status"] == "open"  # the newer decision stands
 
 
 def test_a_refit_rewrites_only_the_decisions_that_changed(api: Api) -> None:
