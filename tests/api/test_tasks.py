@@ -262,3 +262,30 @@ def test_a_claim_reads_candidates_not_the_annotators_history(api: Api) -> None:
             "WHERE relname IN ('votes', 'leases')")).all())
     assert [c.item_id for c in claims] == [ids[history]]
     assert read["votes"] < history / 2 and read["leases"] < history / 2, read
+
+
+def test_a_claim_looks_past_a_first_window_that_has_nothing_for_the_annotator(api: Api) -> None:
+    """The queue is judged a window at a time: with every item of the first window leased to
+    someone else, the claim walks on to the next window instead of giving up."""
+    api.project("p", min_human_votes=1)
+    api.items("p", reviews(2 * leases.WINDOW + 3))
+    with session_scope(api.engine) as s:
+        project_id = s.exec(select(Item.project_id)).first()
+        ids = list(s.exec(select(Item.id).where(Item.project_id == project_id).order_by(Item.id)))
+        others = [get_or_create_voter(s, project_id=project_id, name=f"other{i}", kind="human")  # type: ignore[arg-type]
+                  for i in range(2 * leases.WINDOW + 3)]
+        s.flush()
+        now = utcnow()
+
+        def lease_to_others(items: list[int]) -> None:
+            s.execute(insert(Lease), [{"project_id": project_id, "item_id": i, "voter_id": v.id, "token": f"t{i}",
+                                       "state": "active", "is_human": True, "is_gold": False, "created_at": now,
+                                       "expires_at": now + timedelta(hours=1)} for i, v in zip(items, others, strict=False)])
+
+        lease_to_others(ids[:leases.WINDOW])  # the whole first window: each item wants one vote, and has its annotator
+    a = api.token("a", "annotator", ["p"])
+    got = api.task("p", a)["item_id"]
+    assert got == f"r{leases.WINDOW:04d}", got  # the first item of the second window
+    with session_scope(api.engine) as s:
+        lease_to_others(ids[leases.WINDOW:])
+    assert api.next("p", api.token("b", "annotator", ["p"])).status_code == 204  # every window walked, nothing left
