@@ -241,9 +241,11 @@ def refit(
             f = _fit_project(read_session, project, config, every_item=True)
     else:
         f = _fit_project(session, project, config, every_item=True)
-    by_status = _decide_and_store(session, project, config, f.fit, f.item_ids, f.table, f.gold_by_item,
-                                  humans_available=not final_round, read_at=read_at,
-                                  commit_chunks=background) if len(f.item_ids) else {}
+    by_status: dict[str, int] = {}
+    if len(f.item_ids):
+        values, cast = _decide(config, f.fit, f.table, humans_available=not final_round)
+        by_status = _store_chunks(session, project, f.item_ids, values, cast, f.gold_by_item, read_at=read_at,
+                                  commit_chunks=background)
     cal = f.fit.calibration
     return RefitReport(
         items=len(f.item_ids), votes=f.n_votes, gold=f.n_gold, by_status=by_status,
@@ -272,22 +274,12 @@ def _machine_left(config: ProjectConfig, t: VoteTable, n: int) -> np.ndarray:
     return avail
 
 
-def _decide_and_store(
-    session: Session, project: Project, config: ProjectConfig, fit: Fit, item_ids: np.ndarray, t: VoteTable,
-    gold: dict[int, Any],
-    *,
-    humans_available: bool = True,
-    current: dict[int, tuple[Any, ...]] | None = None,
-    read_at: datetime | None = None,
-    commit_chunks: bool = False,
-) -> dict[str, int]:
-    """Decide the items and store the decisions that changed; ``current`` holds the items'
-    stored decisions (``_STATE``) when the caller has just read them; otherwise they are read a
-    chunk at a time, and an item decided since ``read_at`` (when its votes were read), by a
-    vote that came meanwhile, keeps that newer decision."""
-    if current is None and read_at is None:
-        raise ValueError("_decide_and_store needs read_at (when the votes were read) to store decisions a chunk at a time")
-    n = len(item_ids)
+def _decide(
+    config: ProjectConfig, fit: Fit, t: VoteTable, *, humans_available: bool = True,
+) -> tuple[list[dict[str, Any]], np.ndarray]:
+    """Each item (row) of ``t``'s decision, a row for ``_STORE_DECISION`` less its id and
+    times, and how many votes were cast on it."""
+    n = t.n_items
     names = DEFAULT_KINDS
     cast = np.array([lab is not None for lab in t.labels], dtype=bool)
     counts = np.zeros((n, len(names)), dtype=np.int64)
@@ -307,16 +299,23 @@ def _decide_and_store(
             by_item[i].append((names[t.kinds.kind[vo]], lab))
         for r in escalated:
             values[r]["conflict_kind"] = conflict_kind(by_item[r])
-    if current is not None:
-        counted, changed = _changes(item_ids.tolist(), values, gold, current)
-        _STORE_DECISION.run_many(session, changed)
-        return counted
+    return values, counts.sum(axis=1)
+
+
+def _store_chunks(
+    session: Session, project: Project, item_ids: np.ndarray, values: list[dict[str, Any]], cast: np.ndarray,
+    gold: dict[int, Any], *, read_at: datetime, commit_chunks: bool,
+) -> dict[str, int]:
+    """Store a refit's decisions that changed, a chunk of items at a time; an item decided
+    since ``read_at`` (when its votes were read), by a vote that came meanwhile, keeps that
+    newer decision."""
+    n = len(item_ids)
     by_status: dict[str, int] = defaultdict(int)
     postgres = session.get_bind().dialect.name == "postgresql"
-    no_evidence = set(item_ids[counts.sum(axis=1) == 0].tolist())
+    no_evidence = set(item_ids[cast == 0].tolist())
     # a refit beside live traffic reads and compares each chunk in a read transaction and takes
-    # the write lock (SQLite: the one writer's turn) only for the rows that changed: comparing
-    # 2,000 items inside the write transaction held every vote off for ~50 ms a chunk
+    # the write lock (SQLite: the one writer's turn) only for the rows that changed: compared
+    # inside the write transaction, every vote waited through each chunk's comparison
     read = Session(reader(session.get_bind())) if commit_chunks else session  # type: ignore[arg-type]
     try:
         for start in range(0, n, STORE_CHUNK):
@@ -409,7 +408,7 @@ def _same_label(a: Any, b: Any) -> bool:
 
 _SAME = 1e-3
 STORE_CHUNK = 2000
-# an item's stored decision, as _store compares it: every reader of it selects these first
+# an item's stored decision, as _changes compares it: every reader of it selects these first
 _STATE = (col(Item.id), col(Item.status), col(Item.decided_by), col(Item.decided_at), col(Item.conflict_kind),
           col(Item.final_label), col(Item.confidence), col(Item.votes_needed), col(Item.next_kind), col(Item.priority),
           col(Item.decided_level), col(Item.posterior))
@@ -763,7 +762,8 @@ def _redecide(session: Session, project: Project, config: ProjectConfig, fit: Fi
         ids = np.array([r[0] for r in states], dtype=np.int64)
         rows = _ITEMS_VOTES.all(session, {"ids": ids.tolist()})
         table = _table(rows, ids, fit.voter_code, fit.kind_names, [r[gold_at + 1] for r in states] if need_fields else None)
-        _decide_and_store(session, project, config, fit, ids, table, {}, current={r[0]: tuple(r[:gold_at]) for r in states})
+        values, _ = _decide(config, fit, table)
+        _STORE_DECISION.run_many(session, _changes(ids.tolist(), values, {}, {r[0]: tuple(r[:gold_at]) for r in states})[1])
     return held
 
 

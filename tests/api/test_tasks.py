@@ -288,4 +288,4 @@ def test_a_claim_looks_past_a_first_window_that_has_nothing_for_the_annotator(ap
     assert got == f"r{leases.WINDOW:04d}", got  # the first item of the second window
     with session_scope(api.engine) as s:
         lease_to_others(ids[leases.WINDOW:])
-    assert api.next("p", api.token("b", "annotator", ["p"])).status_code == 204  # every window walked, nothing left
+    assert api.next("p", api.token("b", "annotator", ["p"])).status_code == 204  # the walk ends with the queue
