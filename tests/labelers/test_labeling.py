@@ -6,13 +6,14 @@ votes and ledger rows in a real database (SQLite and PostgreSQL).
 
 from __future__ import annotations
 
+import gc
 import json
 
 import pytest
 from tests.labelers.conftest import CLASSES, Env, Setup, labeler, project_dict
 
-from llmlabel.labelers.completion import Choice, Completion, CompletionRequest
-from llmlabel.labelers.runner import default_run_id
+from llmlabel.labelers.completion import Choice, Completion, CompletionRequest, litellm_completer
+from llmlabel.labelers.runner import YOUNG_THRESHOLD, _collector_for_a_run, default_run_id
 from llmlabel.store.tables import LLMCall, Vote
 from llmlabel.testing import (
     FakeLLMServer,
@@ -256,3 +257,27 @@ def test_two_labelers_vote_once_each(setup: Setup, fake_llm) -> None:
     report = env.run()
     assert srv.request_count == 24 and report.votes == 24
     assert env.count(Vote) == 24
+
+
+def test_a_run_makes_young_collections_rarer_and_gives_the_thresholds_back(setup: Setup, fake_llm) -> None:
+    srv = fake_llm(OK)
+    env = one(setup, srv, n=3)
+    before = gc.get_threshold()
+    seen: list[tuple[int, int, int]] = []
+    inner = litellm_completer()
+
+    async def noting(request: CompletionRequest) -> Completion:
+        seen.append(gc.get_threshold())
+        return await inner(request)
+
+    env.run(completer=noting)
+    assert seen and all(t == (max(YOUNG_THRESHOLD, before[0]), *before[1:]) for t in seen)
+    assert gc.get_threshold() == before
+    # overlapping runs (e.g. two in one server process): raised until the last one ends
+    first, second = _collector_for_a_run(), _collector_for_a_run()
+    first.__enter__()
+    second.__enter__()
+    first.__exit__(None, None, None)
+    assert gc.get_threshold()[0] == max(YOUNG_THRESHOLD, before[0])
+    second.__exit__(None, None, None)
+    assert gc.get_threshold() == before
