@@ -6,8 +6,8 @@ litellm's price table."""
 from __future__ import annotations
 
 import pytest
-from sqlalchemy import select
-from sqlmodel import Session
+from sqlalchemy import select, update
+from sqlmodel import Session, col
 from tests.labelers.conftest import Env, Setup, labeler, project_dict
 
 from llmlabel.labelers.completion import _litellm
@@ -101,6 +101,45 @@ def test_llm_claims_come_in_one_batch_and_take_back_their_own_lapsed_leases(setu
     for c in again:
         row = rows[c.lease_id]
         assert (row.item_id, row.voter_id, row.token, row.state, row.is_human) == (c.item_id, voter, c.token, "active", False)
+
+
+def _set(env: Env, item_id: int, **values: object) -> None:
+    with session_scope(env.engine) as s:
+        s.execute(update(Item).where(col(Item.id) == item_id).values(**values))
+
+
+def test_an_llm_claim_walks_on_from_its_cursor_in_queue_order(setup: Setup) -> None:
+    env = setup(project_dict(labeler()), [f"t{i}" for i in range(6)], gold={5: "positive"})
+    ids = _items(env)
+    for i, priority in zip(ids, [2.0, 1.0, 1.0, 1.0, 0.0, 0.0], strict=True):
+        _set(env, i, priority=priority)
+    _set(env, ids[5], status="final")  # decided gold: machines still answer it
+    [voter] = _voters(env, "gpt")
+
+    def claim(after: tuple[float, int] | None, limit: int) -> list[int]:
+        with session_scope(env.engine) as s:
+            got = leases.claim(s, project_id=env.project.id, voter_id=voter, human=False,  # type: ignore[arg-type]
+                               limit=limit, lease_seconds=60, after=after)
+        return [c.item_id for c in got]
+
+    assert claim((1.0, ids[1]), 3) == [ids[2], ids[3], ids[4]]  # the rest of its priority, then lower ones
+    assert claim((2.0, ids[0]), 10) == [ids[1]]  # open items only: the decided gold item is not in the ranges
+    assert claim(None, 10) == [ids[0], ids[5]]  # from the top: every item, whatever its status
+
+
+def test_a_run_labels_what_its_cursor_walked_past(setup: Setup, fake_llm) -> None:
+    """The first claim takes 64 items; the decided gold item after them is not open, so the
+    walk on from the cursor never sees it: only the last walk from the top does."""
+    srv = fake_llm(OK)
+    env = setup(project_dict(labeler(base_url=srv.base_url, concurrency=2)), [f"t{i}" for i in range(70)],
+                gold={69: "positive"})
+    ids = _items(env)
+    _set(env, ids[69], status="final")
+    report = env.run()
+    assert report.votes == 70 and srv.request_count == 70
+    with Session(env.engine) as s:
+        voted = set(s.execute(select(Vote.item_id)).scalars())  # type: ignore[call-overload]
+    assert voted == set(ids)
 
 
 def test_answers_from_the_ledger_give_the_same_votes(setup: Setup, fake_llm) -> None:

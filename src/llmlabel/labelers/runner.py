@@ -3,14 +3,16 @@
 Each labeler runs as a producer and ``concurrency`` workers. The producer claims items in
 small batches through the same leases human tasks use (``store.leases.claim(human=False)``), so
 several ``llmlabel label`` processes split the work and a dead process's items come back when
-its leases expire. It renders each item's first request and looks all of a batch's request
-hashes up in the ledger at once, so a resumed or repeated run answers them without a call.
-When a whole batch was answered from the ledger, the next claim is larger (a re-run goes at
-the database's pace, not the provider's). Workers turn items into votes and hand them to the
-run's single writer thread, which writes them in batches, each vote with its lease's end, in
-one transaction. All of a run's writes (claims, ledger rows, votes, releases) go through that
-thread: on SQLite, writers on several connections of one process would queue on the file lock
-through SQLite's sleeping busy handler, which costs far more than the writes.
+its leases expire. Each claim walks on from the last item claimed, and once more from the top
+when that finds nothing (``store.leases.claim``'s ``after``). The producer renders each item's
+first request and looks all of a batch's request hashes up in the ledger at once, so a resumed
+or repeated run answers them without a call. When a whole batch was answered from the ledger,
+the next claim is larger (a re-run goes at the database's pace, not the provider's). Workers
+turn items into votes and hand them to the run's single writer thread, which writes them in
+batches, each vote with its lease's end, in one transaction. All of a run's writes (claims,
+ledger rows, votes, releases) go through that thread: on SQLite, writers on several
+connections of one process would queue on the file lock through SQLite's sleeping busy
+handler, which costs far more than the writes.
 
 Stopping early (budget spent, a labeler's key rejected, Ctrl-C) releases the unstarted
 leases at once, so the items are immediately available to the next run.
@@ -107,16 +109,21 @@ def _load_gold(engine: Engine, project_id: int) -> list[tuple[int, dict[str, Any
     return [(int(i), dict(f), lab) for i, f, lab in rows]
 
 
-def _claim(project_id: int, voter_id: int, limit: int, lease_seconds: int) -> Callable[[Session], Any]:
-    def op(session: Session) -> list[tuple[int, int, dict[str, Any]]]:
+Cursor = tuple[float, int]  # (priority, id) of the last item a labeler claimed
+
+
+def _claim(project_id: int, voter_id: int, limit: int, lease_seconds: int,
+           after: Cursor | None) -> Callable[[Session], Any]:
+    def op(session: Session) -> tuple[list[tuple[int, int, dict[str, Any]]], Cursor | None]:
         claims = leases.claim(session, project_id=project_id, voter_id=voter_id, human=False,
-                              limit=limit, lease_seconds=lease_seconds)
+                              limit=limit, lease_seconds=lease_seconds, after=after)
         if not claims:
-            return []
-        fields: dict[int, dict[str, Any]] = dict(session.execute(
-            select(col(Item.id), col(Item.fields)).where(col(Item.id).in_([c.item_id for c in claims]))
-        ).all())
-        return [(c.item_id, c.lease_id, fields[c.item_id]) for c in claims]
+            return [], None
+        found = {i: (fields, priority) for i, fields, priority in session.execute(
+            select(col(Item.id), col(Item.fields), col(Item.priority)).where(col(Item.id).in_([c.item_id for c in claims]))
+        ).all()}
+        last = claims[-1].item_id  # claims come in queue order
+        return [(c.item_id, c.lease_id, found[c.item_id][0]) for c in claims], (float(found[last][1]), last)
 
     return op
 
@@ -226,11 +233,16 @@ class Run:
             # 0.23 s). 64 items are under a minute's work even for the local model.
             small = max(64, min(cfg.concurrency * 2, 256))
             batch = small
+            cursor: Cursor | None = None  # claims walk on from the last item claimed
             while not stop.is_set() and (self.limit is None or claimed < self.limit):
                 n = batch if self.limit is None else min(batch, self.limit - claimed)
-                rows = await writer.submit(_claim(self.project_id, voter_id, n, self.lease_seconds))
+                rows, after = await writer.submit(_claim(self.project_id, voter_id, n, self.lease_seconds, cursor))
+                if not rows and cursor is not None:
+                    cursor = None  # once more from the top, for what the cursor passed
+                    continue
                 if not rows:
                     break
+                cursor = after
                 rows = [r for r in rows if r[0] not in mine]
                 mine.update(r[0] for r in rows)
                 claimed += len(rows)

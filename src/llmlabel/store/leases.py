@@ -116,14 +116,22 @@ class _Pick:
 @cache
 def _statements(human: bool, limit: int, scope: str) -> _Pick:
     """``scope``: "project" (every item of ``project_id``), "ids" (the ``ids`` of a queue
-    window, already the project's) or "project_ids" (the caller's ``ids``, within the project).
+    window, already the project's), "project_ids" (the caller's ``ids``, within the project),
+    or the open items after a cursor (``priority``, ``after``): "open_same" (its priority,
+    larger ids) and "open_below" (lower priorities), each a range of the queue index.
     Named items are ordered so that no index can serve the order, or the planner walks the
     queue index through every open item to find them."""
     conditions = _eligible(voter_id=bindparam("voter_id"), human=human, now=bindparam("now"), gold=False)
     named: ColumnElement[bool] = col(Item.id).in_(bindparam("ids", expanding=True))
     in_project = col(Item.project_id) == bindparam("project_id")
-    where = {"project": [in_project], "ids": [named], "project_ids": [named, in_project]}[scope]
-    order: tuple[ColumnElement[float], Mapped[int | None]] = (col(Item.priority).desc() if scope == "project" else -col(Item.priority), col(Item.id))
+    is_open = col(Item.status) == "open"
+    where = {
+        "project": [in_project], "ids": [named], "project_ids": [named, in_project],
+        "open_same": [in_project, is_open, col(Item.priority) == bindparam("priority"), col(Item.id) > bindparam("after")],
+        "open_below": [in_project, is_open, col(Item.priority) < bindparam("priority")],
+    }[scope]
+    by_index = scope in ("project", "open_same", "open_below")
+    order: tuple[ColumnElement[float], Mapped[int | None]] = (col(Item.priority).desc() if by_index else -col(Item.priority), col(Item.id))
     pick = select(col(Item.id)).where(*where, *conditions).order_by(*order).limit(limit)
     locked = (pick.where(col(Item.id).not_in(bindparam("passed", expanding=True)))
               .with_for_update(of=Item, skip_locked=True))
@@ -176,15 +184,21 @@ _INSERT = Prepared(insert(_LEASES).returning(_LEASES.c.id, _LEASES.c.item_id))
 
 def _candidates(
     session: Session, *, project_id: int, voter_id: int, human: bool, limit: int, now: datetime,
-    item_ids: list[int] | None = None, gold: bool = False,
+    item_ids: list[int] | None = None, gold: bool = False, after: tuple[float, int] | None = None,
 ) -> list[int]:
     params: dict[str, Any] = {"project_id": project_id, "voter_id": voter_id, "now": now}
     if gold:
         return _gold_candidates(session, params, limit)
     if item_ids is not None:
         return _first(session, _statements(human, limit, "project_ids"), {**params, "ids": item_ids})
-    if not human:
+    if not human and after is None:
         return _first(session, _statements(human, limit, "project"), params)
+    if not human and after is not None:  # the open items after the cursor: two ranges of the queue index
+        keyset = {**params, "priority": after[0], "after": after[1]}
+        found = _first(session, _statements(human, limit, "open_same"), keyset)
+        if len(found) < limit:
+            found += _first(session, _statements(human, limit - len(found), "open_below"), keyset)
+        return found
     # An annotator's task: the queue is walked a window at a time, so the conditions (three
     # correlated subqueries) are judged on WINDOW items rather than on every open item; most
     # open items share one priority (nobody has voted on them), which no index orders by age.
@@ -229,13 +243,22 @@ def claim(
     lease_seconds: int,
     item_ids: list[int] | None = None,
     gold: bool = False,
+    after: tuple[float, int] | None = None,
 ) -> list[Claim]:
     """Lease up to ``limit`` items to a voter, highest priority first (optionally among
-    ``item_ids``); with ``gold``, a random gold item instead, whatever its status."""
+    ``item_ids``); with ``gold``, a random gold item instead, whatever its status.
+
+    ``after``: an LLM labeler's cursor, the (priority, id) of the last item it claimed; only
+    open items after it in queue order are considered. Without a cursor a machine claim judges
+    every item of the project (gold items whatever their status, so no index gives the order):
+    7 ms a claim with 10,000 items, each claim of a run alike. A labeler that walks on from
+    its cursor and walks once more from the top when that finds nothing (``labelers.runner``)
+    claims what the cursor passed (an item reopened, a lease of a dead process that lapsed, a
+    decided gold item) at the end."""
     now = utcnow()
     expires = now + timedelta(seconds=lease_seconds)
     ids = _candidates(session, project_id=project_id, voter_id=voter_id, human=human, limit=limit, now=now,
-                      item_ids=item_ids, gold=gold)
+                      item_ids=item_ids, gold=gold, after=after)
     if not ids:
         return []
     lapsed: dict[int, int] = {} if human else dict(  # an annotator is never offered an item leased to it before
