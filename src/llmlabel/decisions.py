@@ -243,8 +243,8 @@ def refit(
         f = _fit_project(session, project, config, every_item=True)
     by_status: dict[str, int] = {}
     if len(f.item_ids):
-        values, cast = _decide(config, f.fit, f.table, humans_available=not final_round)
-        by_status = _store_chunks(session, project, f.item_ids, values, cast, f.gold_by_item, read_at=read_at,
+        values, votes_per_item = _decide(config, f.fit, f.table, humans_available=not final_round)
+        by_status = _store_chunks(session, project, f.item_ids, values, votes_per_item, f.gold_by_item, read_at=read_at,
                                   commit_chunks=background)
     cal = f.fit.calibration
     return RefitReport(
@@ -303,7 +303,7 @@ def _decide(
 
 
 def _store_chunks(
-    session: Session, project: Project, item_ids: np.ndarray, values: list[dict[str, Any]], cast: np.ndarray,
+    session: Session, project: Project, item_ids: np.ndarray, values: list[dict[str, Any]], votes_per_item: np.ndarray,
     gold: dict[int, Any], *, read_at: datetime, commit_chunks: bool,
 ) -> dict[str, int]:
     """Store a refit's decisions that changed, a chunk of items at a time; an item decided
@@ -312,7 +312,7 @@ def _store_chunks(
     n = len(item_ids)
     by_status: dict[str, int] = defaultdict(int)
     postgres = session.get_bind().dialect.name == "postgresql"
-    no_evidence = set(item_ids[cast == 0].tolist())
+    no_evidence = set(item_ids[votes_per_item == 0].tolist())
     # a refit beside live traffic reads and compares each chunk in a read transaction and takes
     # the write lock (SQLite: the one writer's turn) only for the rows that changed: compared
     # inside the write transaction, every vote waited through each chunk's comparison

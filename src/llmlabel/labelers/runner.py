@@ -152,7 +152,7 @@ def _collector_for_a_run() -> Iterator[None]:
 
     Rarer young collections: each of the ~2,000 per 4,000 calls at Python's default threshold
     walks the young objects of every call in flight, which the next one walks again. At 10,000
-    the collections took 0.5 s of such a run's CPU instead of 1.5-2.0 s (measured with
+    the collections took 0.5 s of such a run's CPU instead of 1.5-2.2 s (measured with
     ``gc.callbacks``, concurrency 16), a 14 ms pause each. The thresholds are the process's:
     overlapping runs keep them raised until the last one ends."""
     global _runs, _saved_thresholds

@@ -191,9 +191,10 @@ def _candidates(
         return _gold_candidates(session, params, limit)
     if item_ids is not None:
         return _first(session, _statements(human, limit, "project_ids"), {**params, "ids": item_ids})
-    if not human and after is None:
-        return _first(session, _statements(human, limit, "project"), params)
-    if not human and after is not None:  # the open items after the cursor: two ranges of the queue index
+    if not human:
+        if after is None:
+            return _first(session, _statements(human, limit, "project"), params)
+        # the open items after the cursor: two ranges of the queue index
         keyset = {**params, "priority": after[0], "after": after[1]}
         found = _first(session, _statements(human, limit, "open_same"), keyset)
         if len(found) < limit:
@@ -251,7 +252,7 @@ def claim(
     ``after``: an LLM labeler's cursor, the (priority, id) of the last item it claimed; only
     open items after it in queue order are considered. Without a cursor a machine claim judges
     every item of the project (gold items whatever their status, so no index gives the order):
-    7 ms a claim with 10,000 items, each claim of a run alike. A labeler that walks on from
+    ~7 ms of each claim's 13 with 10,000 items, profiled, every claim of a run alike. A labeler that walks on from
     its cursor and walks once more from the top when that finds nothing (``labelers.runner``)
     claims what the cursor passed (an item reopened, a lease of a dead process that lapsed, a
     decided gold item) at the end."""
