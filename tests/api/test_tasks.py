@@ -264,6 +264,38 @@ def test_a_claim_reads_candidates_not_the_annotators_history(api: Api) -> None:
     assert read["votes"] < history / 2 and read["leases"] < history / 2, read
 
 
+def test_a_claim_judges_the_items_others_hold_by_their_leases_alone(api: Api) -> None:
+    """PostgreSQL: under load the head of the queue is what other annotators hold. A claim
+    walks it in order, rejects each of those on its live leases without looking at the
+    annotator's own votes and leases, and stops at the first free item: the votes table is
+    probed for that item alone (once to pick, once to judge it again once locked). Measured
+    on the code before: 65 (the whole window judged, then sorted); walking without the CASE,
+    22 (PostgreSQL judged the votes before the leases)."""
+    if api.engine.dialect.name != "postgresql":
+        pytest.skip("counted in PostgreSQL's statistics; SQLite judges by the same statement")
+    held = 20
+    api.project("p", min_human_votes=1)
+    api.items("p", reviews(leases.WINDOW + held))
+    with session_scope(api.engine) as s:
+        project_id = s.exec(select(Item.project_id)).first()
+        others = [get_or_create_voter(s, project_id=project_id, name=f"other{i}", kind="human")  # type: ignore[arg-type]
+                  for i in range(held)]
+        me = get_or_create_voter(s, project_id=project_id, name="me", kind="human")  # type: ignore[arg-type]
+        s.flush()
+        for other in others:  # each takes the head of the queue, as annotators do
+            leases.claim(s, project_id=project_id, voter_id=other.id, human=True, limit=1, lease_seconds=600)  # type: ignore[arg-type]
+        first_free = s.exec(select(Item.id).where(Item.project_id == project_id).order_by(col(Item.id))).all()[held]
+    # the backend's counts not yet flushed to the shared statistics: earlier transactions' too
+    probes = text("SELECT coalesce(idx_scan, 0) + coalesce(seq_scan, 0) FROM pg_stat_xact_user_tables "
+                  "WHERE relname = 'votes'")
+    with session_scope(api.engine) as s:
+        before = s.execute(probes).scalar()
+        claims = leases.claim(s, project_id=project_id, voter_id=me.id, human=True, limit=1, lease_seconds=60)  # type: ignore[arg-type]
+        during = s.execute(probes).scalar() - before
+    assert [c.item_id for c in claims] == [first_free]
+    assert during == 2, during
+
+
 def test_a_claim_looks_past_a_first_window_that_has_nothing_for_the_annotator(api: Api) -> None:
     """The queue is judged a window at a time: with every item of the first window leased to
     someone else, the claim walks on to the next window instead of giving up."""

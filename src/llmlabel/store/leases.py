@@ -29,7 +29,9 @@ from sqlalchemy import (
     Table,
     and_,
     bindparam,
+    case,
     exists,
+    false,
     func,
     insert,
     or_,
@@ -37,7 +39,6 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Mapped
 from sqlalchemy.orm.attributes import set_committed_value
 from sqlalchemy.orm.util import identity_key
 from sqlmodel import Session, col
@@ -75,7 +76,12 @@ def _none_of(table: Any, *where: Any) -> ColumnElement[bool]:
 
 def _eligible(*, voter_id: Any, human: bool, now: Any, gold: bool) -> list[Any]:
     """The conditions an item (of the project) must meet to be leased to this voter now; a
-    gold task's are on the gold row's item (the pick walks the gold table)."""
+    gold task's are on the gold row's item (the pick walks the gold table).
+
+    For an annotator, the item's live leases are judged first and the rest only if it passes:
+    under load the head of the queue is what other annotators hold, and each such item then
+    costs one probe, not three. Written as a CASE, since PostgreSQL orders a filter's
+    conditions by its estimate of their cost (it put the lease count last)."""
     item = col(Gold.item_id) if gold else col(Item.id)
     not_voted = _none_of(Vote, col(Vote.item_id) == item, col(Vote.voter_id) == voter_id)
     own_lease = col(Lease.item_id) == item
@@ -86,20 +92,19 @@ def _eligible(*, voter_id: Any, human: bool, now: Any, gold: bool) -> list[Any]:
             Lease, own_lease, col(Lease.voter_id) == voter_id,
             or_(col(Lease.state) == "done", and_(col(Lease.state) == "active", col(Lease.expires_at) > now)),
         )
-    conditions: list[Any] = [not_voted, not_leased_before]
     if gold:  # a gold task: any gold item, whatever its status
-        pass
-    elif human:
+        return [not_voted, not_leased_before]
+    if human:
         live_human_leases = (
             select(func.count())
             .select_from(Lease)
             .where(col(Lease.item_id) == Item.id, col(Lease.state) == "active", col(Lease.expires_at) > now, col(Lease.is_human))
             .scalar_subquery()
         )
-        conditions += [col(Item.status) == "open", live_human_leases < Item.votes_needed]
-    else:  # machines also answer every gold item: that is how their reliability is measured
-        conditions.append(or_(col(Item.status) == "open", exists().where(col(Gold.item_id) == Item.id)))
-    return conditions
+        return [col(Item.status) == "open",
+                case((live_human_leases < Item.votes_needed, and_(not_voted, not_leased_before)), else_=false())]
+    # machines also answer every gold item: that is how their reliability is measured
+    return [not_voted, not_leased_before, or_(col(Item.status) == "open", exists().where(col(Gold.item_id) == Item.id))]
 
 
 @dataclass(frozen=True)
@@ -115,27 +120,32 @@ class _Pick:
 
 @cache
 def _statements(human: bool, limit: int, scope: str) -> _Pick:
-    """``scope``: "project" (every item of ``project_id``), "ids" (the ``ids`` of a queue
-    window, already the project's), "project_ids" (the caller's ``ids``, within the project),
-    or the open items after a cursor (``priority``, ``after``): "open_same" (its priority,
-    larger ids) and "open_below" (lower priorities), each a range of the queue index.
-    Named items are ordered so that no index can serve the order, or the planner walks the
-    queue index through every open item to find them."""
+    """``scope``: "project" (every item of ``project_id``); the open items after a cursor
+    (``priority``, ``after``): "open_same" (its priority, larger ids) and "open_below" (lower
+    priorities); "span" (the open items of priority ``top`` with ids from ``first`` to
+    ``last``); or "ids" (the ``ids`` of a window of the queue, the project's already). Each
+    but "project" and "ids" is a range of an index walked in queue order, so the conditions
+    are judged item by item and the walk stops at the ``limit``-th eligible item. "ids" has
+    every item judged and then sorted: an order no index serves, lest the planner walk the
+    queue index through every open item to find the named ones."""
     conditions = _eligible(voter_id=bindparam("voter_id"), human=human, now=bindparam("now"), gold=False)
-    named: ColumnElement[bool] = col(Item.id).in_(bindparam("ids", expanding=True))
     in_project = col(Item.project_id) == bindparam("project_id")
     is_open = col(Item.status) == "open"
-    where = {
-        "project": [in_project], "ids": [named], "project_ids": [named, in_project],
-        "open_same": [in_project, is_open, col(Item.priority) == bindparam("priority"), col(Item.id) > bindparam("after")],
-        "open_below": [in_project, is_open, col(Item.priority) < bindparam("priority")],
-    }[scope]
-    by_index = scope in ("project", "open_same", "open_below")
-    order: tuple[ColumnElement[float], Mapped[int | None]] = (col(Item.priority).desc() if by_index else -col(Item.priority), col(Item.id))
-    pick = select(col(Item.id)).where(*where, *conditions).order_by(*order).limit(limit)
-    locked = (pick.where(col(Item.id).not_in(bindparam("passed", expanding=True)))
+    priority, item_id = col(Item.priority), col(Item.id)
+    scopes: dict[str, list[Any]] = {
+        "project": [in_project],
+        "open_same": [in_project, is_open, priority == bindparam("priority"), item_id > bindparam("after")],
+        "open_below": [in_project, is_open, priority < bindparam("priority")],
+        "span": [in_project, is_open, priority == bindparam("top"), item_id >= bindparam("first"),
+                 item_id <= bindparam("last")],
+        "ids": [item_id.in_(bindparam("ids", expanding=True))],
+    }
+    where = scopes[scope]
+    order: tuple[Any, ...] = (-priority, item_id) if scope == "ids" else (priority.desc(), item_id)
+    pick = select(item_id).where(*where, *conditions).order_by(*order).limit(limit)
+    locked = (pick.where(item_id.not_in(bindparam("passed", expanding=True)))
               .with_for_update(of=Item, skip_locked=True))
-    recheck = select(col(Item.id)).where(col(Item.id).in_(bindparam("locked", expanding=True)), *conditions)
+    recheck = select(item_id).where(item_id.in_(bindparam("locked", expanding=True)), *conditions)
     return _Pick(Prepared(pick), Prepared(locked), Prepared(recheck))
 
 
@@ -184,13 +194,11 @@ _INSERT = Prepared(insert(_LEASES).returning(_LEASES.c.id, _LEASES.c.item_id))
 
 def _candidates(
     session: Session, *, project_id: int, voter_id: int, human: bool, limit: int, now: datetime,
-    item_ids: list[int] | None = None, gold: bool = False, after: tuple[float, int] | None = None,
+    gold: bool = False, after: tuple[float, int] | None = None,
 ) -> list[int]:
     params: dict[str, Any] = {"project_id": project_id, "voter_id": voter_id, "now": now}
     if gold:
         return _gold_candidates(session, params, limit)
-    if item_ids is not None:
-        return _first(session, _statements(human, limit, "project_ids"), {**params, "ids": item_ids})
     if not human:
         if after is None:
             return _first(session, _statements(human, limit, "project"), params)
@@ -200,18 +208,25 @@ def _candidates(
         if len(found) < limit:
             found += _first(session, _statements(human, limit - len(found), "open_below"), keyset)
         return found
-    # An annotator's task: the queue is walked a window at a time, so the conditions (three
-    # correlated subqueries) are judged on WINDOW items rather than on every open item; most
-    # open items share one priority (nobody has voted on them), which no index orders by age.
-    # The window's items are the project's, so the project is not named again: that would
-    # tempt the planner into the queue index (all open items) instead of the primary key.
+    # An annotator's task: the queue is walked a window at a time, so that a claim with nothing
+    # for this annotator near the head judges WINDOW items per statement, not every open item.
+    # Most open items share one priority (nobody has voted on them yet), and within the
+    # window's first priority the judging stops at the first eligible item: under load the
+    # head of the queue is what other annotators hold. The rest of the window, if it comes to
+    # that, is judged whole.
     window = _WINDOW_FIRST.all(session, params)
-    while True:
-        ids = [i for i, _ in window]
-        found = _first(session, _statements(True, limit, "ids"), {**params, "ids": ids}) if ids else []
+    while window:
+        top = window[0][1]
+        head = [i for i, priority in window if priority == top]
+        found = _first(session, _statements(True, limit, "span"),
+                       {**params, "top": top, "first": head[0], "last": head[-1]})
+        rest = [i for i, _ in window[len(head):]]
+        if not found and rest:
+            found = _first(session, _statements(True, limit, "ids"), {**params, "ids": rest})
         if found or len(window) < WINDOW:
             return found
         window = _WINDOW_AFTER.all(session, {**params, "priority": window[-1][1], "after": window[-1][0]})
+    return []
 
 
 def _first(session: Session, statements: _Pick, params: dict[str, Any]) -> list[int]:
@@ -242,12 +257,11 @@ def claim(
     human: bool,
     limit: int,
     lease_seconds: int,
-    item_ids: list[int] | None = None,
     gold: bool = False,
     after: tuple[float, int] | None = None,
 ) -> list[Claim]:
-    """Lease up to ``limit`` items to a voter, highest priority first (optionally among
-    ``item_ids``); with ``gold``, a random gold item instead, whatever its status.
+    """Lease up to ``limit`` items to a voter, highest priority first; with ``gold``, a
+    random gold item instead, whatever its status.
 
     ``after``: an LLM labeler's cursor, the (priority, id) of the last item it claimed; only
     open items after it in queue order are considered. Without a cursor a machine claim judges
@@ -259,7 +273,7 @@ def claim(
     now = utcnow()
     expires = now + timedelta(seconds=lease_seconds)
     ids = _candidates(session, project_id=project_id, voter_id=voter_id, human=human, limit=limit, now=now,
-                      item_ids=item_ids, gold=gold, after=after)
+                      gold=gold, after=after)
     if not ids:
         return []
     lapsed: dict[int, int] = {} if human else dict(  # an annotator is never offered an item leased to it before
