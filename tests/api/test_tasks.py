@@ -259,7 +259,7 @@ def test_a_claim_reads_candidates_not_the_annotators_history(api: Api) -> None:
                               limit=1, lease_seconds=60)
         read = dict(s.execute(text(  # this transaction's reads so far, per table
             "SELECT relname, coalesce(seq_tup_read, 0) + coalesce(idx_tup_fetch, 0) FROM pg_stat_xact_user_tables "
-            "WHERE relname IN ('votes', 'leases')")).all())
+            "WHERE relid IN ('votes'::regclass, 'leases'::regclass)")).all())  # this schema's tables
     assert [c.item_id for c in claims] == [ids[history]]
     assert read["votes"] < history / 2 and read["leases"] < history / 2, read
 
@@ -287,7 +287,7 @@ def test_a_claim_judges_the_items_others_hold_by_their_leases_alone(api: Api) ->
         first_free = s.exec(select(Item.id).where(Item.project_id == project_id).order_by(col(Item.id))).all()[held]
     # the backend's counts not yet flushed to the shared statistics: earlier transactions' too
     probes = text("SELECT coalesce(idx_scan, 0) + coalesce(seq_scan, 0) FROM pg_stat_xact_user_tables "
-                  "WHERE relname = 'votes'")
+                  "WHERE relid = 'votes'::regclass")  # this schema's votes
     with session_scope(api.engine) as s:
         before = s.execute(probes).scalar()
         claims = leases.claim(s, project_id=project_id, voter_id=me.id, human=True, limit=1, lease_seconds=60)  # type: ignore[arg-type]
