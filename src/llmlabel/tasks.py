@@ -24,15 +24,17 @@ from llmlabel.rendering import render_item
 from llmlabel.schema import Options
 from llmlabel.store import leases
 from llmlabel.store.prepared import Prepared
-from llmlabel.store.tables import Item, Lease, Project, Vote, Voter, utcnow
+from llmlabel.store.tables import Gold, Item, Lease, Project, Vote, Voter, utcnow
 from llmlabel.votes import NewVote, VoteInput, record_votes
 
 # Statements of every task request, built once: building one costs more than running it.
 _ITEM = Prepared(select(col(Item.external_id), col(Item.fields)).where(col(Item.id) == bindparam("item_id")))
 _LEASE = Prepared(  # sqlalchemy's select: sqlmodel's is typed for at most four columns
     sa.select(col(Lease.id), col(Lease.voter_id), col(Lease.project_id), col(Lease.state), col(Lease.expires_at),
-              col(Lease.created_at), col(Lease.is_gold), col(Lease.item_id), col(Item.external_id), col(Item.fields))
+              col(Lease.created_at), col(Lease.is_gold), col(Lease.item_id), col(Item.external_id), col(Item.fields),
+              col(Gold.id))
     .join(Item, col(Item.id) == Lease.item_id)
+    .outerjoin(Gold, col(Gold.item_id) == Lease.item_id)
     .where(col(Lease.token) == bindparam("token"))
 )
 _HELD = Prepared(  # the voter's live lease, if any
@@ -161,7 +163,8 @@ def submit(
         latency_ms=(now - lease.created_at).total_seconds() * 1000, unsure=unsure,
         comment=comment, predicted_distribution=predicted_distribution,
     )
-    created = record_votes(session, project_id=project.id, votes=[NewVote(lease.item_id, voter.id, vote)])  # type: ignore[arg-type]
+    created = record_votes(session, project_id=project.id, votes=[NewVote(lease.item_id, voter.id, vote)],  # type: ignore[arg-type]
+                           gold=() if lease.gold_id is None else (lease.item_id,))
     vote_id = created.get((lease.item_id, voter.id)) or _vote_id(session, lease.item_id, voter.id)  # type: ignore[arg-type]
     leases.finish(session, lease_ids=[lease.id])
     if lease.is_gold:
@@ -180,7 +183,7 @@ def release(session: Session, *, project: Project, voter: Voter, lease_token: st
 
 @dataclass(frozen=True)
 class _HeldLease:
-    """A lease row with its item, in ``_LEASE``'s column order."""
+    """A lease row with its item and the item's gold row, if any, in ``_LEASE``'s column order."""
 
     id: int
     voter_id: int
@@ -192,6 +195,7 @@ class _HeldLease:
     item_id: int
     external_id: str
     fields: dict[str, Any]
+    gold_id: int | None  # the item has gold now (a gold task, or an item made gold since)
 
 
 def _own_lease(session: Session, *, project: Project, voter: Voter, lease_token: str) -> _HeldLease:

@@ -11,7 +11,7 @@ were actually inserted.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -51,14 +51,19 @@ class NewVote:
     vote: VoteInput
 
 
-def record_votes(session: Session, *, project_id: int, votes: Sequence[NewVote]) -> dict[tuple[int, int], int]:
+def record_votes(
+    session: Session, *, project_id: int, votes: Sequence[NewVote], gold: Collection[int] | None = None,
+) -> dict[tuple[int, int], int]:
     """Store votes in one statement; returns {(item_id, voter_id): vote id} of those inserted.
-    A vote whose voter already voted on the item (earlier, or earlier in ``votes``) is skipped."""
+    A vote whose voter already voted on the item (earlier, or earlier in ``votes``) is skipped.
+    ``gold``: which of the votes' items have gold, when the caller read that in this
+    transaction already (an annotator's vote reads it with the lease); else it is looked up."""
     if not votes:
         return {}
     session.flush()  # the caller's pending rows (an item, a voter) first: the votes refer to them
     now = utcnow()
-    gold = set(_GOLD_AMONG.scalars(session, {"ids": list({v.item_id for v in votes})}))
+    if gold is None:
+        gold = set(_GOLD_AMONG.scalars(session, {"ids": list({v.item_id for v in votes})}))
     rows = [{"project_id": project_id, "item_id": v.item_id, "voter_id": v.voter_id, "created_at": now,
              "on_gold": v.item_id in gold, **v.vote.__dict__} for v in votes]
     created = {(int(item), int(voter)): int(vid) for vid, item, voter in _insert(session).returning(session, rows)}

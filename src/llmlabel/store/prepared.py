@@ -48,7 +48,9 @@ def _driver(session: Session) -> tuple[Any, Dialect]:
     held = session.info.get(_DRIVER)
     if held is None:
         conn = session.connection()
-        held = session.info[_DRIVER] = (conn.connection.driver_connection.cursor(), conn.dialect)
+        driver = conn.connection.driver_connection
+        assert driver is not None  # the session's connection is open: it just began the transaction
+        held = session.info[_DRIVER] = (driver.cursor(), conn.dialect)
     return held
 
 
