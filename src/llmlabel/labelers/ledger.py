@@ -4,7 +4,8 @@ Every provider call becomes an ``LLMCall`` row as soon as the provider answers, 
 before or with the vote it leads to. That order is what makes a crash cheap: an answer that
 reached the ledger is never paid for again (an identical request, same ``request_hash`` with
 outcome ``ok``, is answered from the ledger). A call keeps its concurrency slot until its row
-is committed, so after ``kill -9`` the only calls made twice are those that were in flight.
+is durable (``labelers.journal``), so after ``kill -9`` the only calls made twice are those
+that were in flight.
 
 Writes go through one thread (``Writer``) that commits whatever has queued up in one
 transaction (group commit): a hundred concurrent callers share one commit, which keeps
@@ -22,7 +23,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import JSON, Text, bindparam, cast, func, insert, select
 from sqlalchemy.engine import Engine
@@ -33,9 +34,12 @@ from llmlabel.errors import BudgetExceededError
 from llmlabel.labelers.completion import Completion, CompletionRequest
 from llmlabel.store import leases
 from llmlabel.store.db import reader, session_scope
-from llmlabel.store.prepared import Prepared
+from llmlabel.store.prepared import Prepared, dialect_name
 from llmlabel.store.tables import LLMCall, utcnow
 from llmlabel.votes import NewVote, record_votes
+
+if TYPE_CHECKING:
+    from llmlabel.labelers.journal import Journal
 
 
 def request_hash(request: CompletionRequest, scope: str = "") -> str:
@@ -137,6 +141,14 @@ def _insert_call(dialect: str) -> Any:
     return insert(LLMCall.__table__).values(response=text if dialect == "sqlite" else cast(text, JSON))  # type: ignore[attr-defined]
 
 
+_INSERT_CALLS = {name: Prepared(_insert_call(name)) for name in ("sqlite", "postgresql")}  # built once
+
+
+def insert_call_rows(session: Session, rows: list[dict[str, Any]]) -> None:
+    """Insert ledger rows as ``Writer.record_call`` makes them (the response as JSON text)."""
+    _INSERT_CALLS[dialect_name(session)].run_many(session, rows)
+
+
 class _SQLiteRows:
     """A batch of ledger rows on SQLite as one multi-row INSERT, run outside a transaction: a
     single statement is its own transaction, and takes the write lock before it reads.
@@ -220,9 +232,10 @@ class Writer:
     run turns them into votes without a call. A write nobody awaits that fails is raised by
     the next ``check``, ``flush`` or ``close``."""
 
-    def __init__(self, engine: Engine, max_batch: int = 512, *, vote_batch: int = 256, vote_delay: float = 0.5) -> None:
+    def __init__(self, engine: Engine, max_batch: int = 512, *, vote_batch: int = 256, vote_delay: float = 0.5,
+                 journal: Journal | None = None) -> None:
         self.engine = engine
-        self._insert_call = Prepared(_insert_call(engine.dialect.name))
+        self.journal = journal
         self._sqlite_rows = _SQLiteRows(engine, [*CallRow.__dataclass_fields__, "created_at"]) if engine.dialect.name == "sqlite" else None
         self.max_batch = max_batch
         self.vote_batch, self.vote_delay = vote_batch, vote_delay
@@ -243,17 +256,26 @@ class Writer:
         return fut
 
     def record_call(self, row: CallRow, done: Callable[[], Any] | None = None) -> None:
-        """Insert a ledger row; ``done()`` runs on the caller's loop once it is committed.
+        """Insert a ledger row; ``done()`` runs on the caller's loop once it cannot be lost:
+        at once for an answer written to the run's journal, else once it is committed.
 
         The response is encoded to JSON text here, at once: what waits in the queue is one
         string, while the answer's objects (a few dozen small dicts and lists per call, its
         logprobs) die with the step that turned them into a vote. Left in the queue until the
         commit, they outlived young collections and set off most of those llmlabel adds to
         litellm's own (measured, provider stubbed out: 376 per 4,000 calls before, 124 after)."""
-        loop = asyncio.get_running_loop() if done is not None else None
         values = {**row.__dict__, "created_at": utcnow()}
         if row.response is not None:
             values["response"] = json.dumps(row.response)
+        if done is not None and self.journal is not None and row.outcome == "ok":
+            try:
+                self.journal.append(values)
+            except OSError:  # a full disk, say: this answer is durable once committed, as before
+                pass
+            else:
+                done()
+                done = None
+        loop = asyncio.get_running_loop() if done is not None else None
         self._queue.put(_Call(values, loop, done))
 
     def record_vote(self, *, project_id: int, vote: NewVote, lease_id: int) -> None:
@@ -273,6 +295,8 @@ class Writer:
     def close(self) -> None:
         self._queue.put(_STOP)
         self._thread.join()
+        if self.journal is not None:  # every row committed, unless a write failed
+            self.journal.close(keep=self.error is not None)
         self.check()
 
     # -- the writer thread -------------------------------------------------------------------
@@ -351,7 +375,7 @@ class Writer:
         with session_scope(self.engine) as session:
             rows = [e.values for e in batch if type(e) is _Call]
             if rows:  # the ledger rows of the batch in one driver call
-                self._insert_call.run_many(session, rows)
+                insert_call_rows(session, rows)
             votes = [e for e in batch if type(e) is _Vote]
             for project_id in {v.project_id for v in votes}:  # one project in practice
                 mine = [v for v in votes if v.project_id == project_id]

@@ -194,8 +194,9 @@ class LLMLabeler:
         tally.cost += result.cost_usd
         tally.latency_ms += result.latency_ms
         self.budget.add(result.cost_usd)
-        # The slot is given back once the row is committed, not before: a crash after that never
-        # pays for this answer again, and before it at most the calls holding slots are lost.
+        # The slot is given back once the row cannot be lost (in the run's journal, or committed),
+        # not before: a crash after that never pays for this answer again, and before it at most
+        # the calls holding slots are lost.
         self.writer.record_call(self._row(
             request, h, outcome="ok", response=result.to_dict(), prompt_tokens=result.prompt_tokens,
             completion_tokens=result.completion_tokens, cost_usd=result.cost_usd, latency_ms=result.latency_ms,

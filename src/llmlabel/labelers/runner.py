@@ -37,6 +37,7 @@ from sqlmodel import Session, col
 from llmlabel.config import LabelerConfig, ProjectConfig
 from llmlabel.errors import BudgetExceededError, ProviderError
 from llmlabel.labelers.completion import Completer
+from llmlabel.labelers.journal import Journal, journal_dir, recover
 from llmlabel.labelers.ledger import Budget, Writer, lookup, spent
 from llmlabel.labelers.limits import Limits
 from llmlabel.labelers.llm import Endpoint, ItemFailed, LLMLabeler, Work
@@ -190,10 +191,12 @@ class Run:
         """Label, with the garbage collector tuned for the run (``_collector_for_a_run``)."""
         started = time.perf_counter()
         with _collector_for_a_run():
+            answers = journal_dir(self.engine)
+            await asyncio.to_thread(recover, self.engine, answers)  # what a killed run had paid for
             budget = Budget(self.budget_usd, await asyncio.to_thread(spent, self.engine, self.run_id))
             report = RunReport(run_id=self.run_id, labelers=[], budget_usd=self.budget_usd)
             gold = await asyncio.to_thread(_load_gold, self.engine, self.project_id)
-            writer = Writer(self.engine)
+            writer = Writer(self.engine, journal=Journal(answers))
             try:
                 tasks = [self._labeler(spec, budget, writer, gold, report) for spec in self.specs]
                 await asyncio.gather(*tasks)
