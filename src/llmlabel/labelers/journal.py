@@ -4,8 +4,8 @@ A call keeps its concurrency slot until its answer cannot be lost, so that after
 the only calls paid for twice are those that were in flight. Waiting for the ledger row to
 be committed took the writer thread and then the event loop's next turns to report back:
 measured at concurrency 16, the slot stayed taken 50-95 ms (mean) after the answer arrived,
-while the provider's limit sat partly idle. A line appended to a file takes tens of
-microseconds on the event loop and outlives the process (the kernel holds it). The writer
+while the provider's limit sat partly idle. A line appended to a file takes 28 us on the
+event loop (a 4.7 kB answer, measured) and outlives the process (the kernel holds it). The writer
 still commits every row to the ledger; a run's journal is removed when the run ends, and
 the next run to start moves what a dead process's journal holds into the ledger.
 """
