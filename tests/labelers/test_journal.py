@@ -105,3 +105,24 @@ def test_an_answer_the_journal_cannot_take_frees_its_slot_once_committed(setup: 
         return freed
 
     assert asyncio.run(main()) == [1]  # done waited for the row to be in the ledger
+
+
+def test_a_long_run_keeps_only_the_journal_files_not_yet_committed(setup: Setup, tmp_path: Path) -> None:
+    env = setup(project_dict(labeler()), ["a"])
+    directory = tmp_path / "answers"
+
+    async def main() -> tuple[int, int]:
+        journal = Journal(directory, rotate_bytes=1)  # a new file after every row
+        writer = Writer(env.engine, journal=journal)
+        for h in ("h1", "h2", "h3"):
+            writer.record_call(_row(env, h), done=lambda: None)
+        written = len(list(directory.iterdir()))  # three full files and the open one, or fewer if committed already
+        await writer.flush()
+        left = len(list(directory.iterdir()))
+        await asyncio.to_thread(writer.close)
+        return written, left
+
+    written, left = asyncio.run(main())
+    assert 1 <= written <= 4 and left == 1  # the full files went once their rows were committed
+    assert _hashes(env) == ["h1", "h2", "h3"]
+    assert not directory.exists()

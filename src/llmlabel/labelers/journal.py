@@ -17,6 +17,7 @@ import hashlib
 import json
 import os
 import tempfile
+import threading
 import time
 from datetime import datetime
 from pathlib import Path
@@ -46,26 +47,59 @@ def _encode(value: Any) -> str:
     raise TypeError(f"cannot journal a {type(value).__name__}")
 
 
-class Journal:
-    """This process's answers not yet known to be in the ledger, one JSON line each."""
+ROTATE_BYTES = 64 << 20
 
-    def __init__(self, directory: Path) -> None:
+
+class Journal:
+    """This process's answers not yet known to be in the ledger, one JSON line each.
+
+    Written to a file of ``rotate_bytes`` at most, then to a new one: a file whose rows the
+    writer has all committed is deleted (``committed``), so a long run keeps a few files,
+    not a copy of every answer it was given."""
+
+    def __init__(self, directory: Path, rotate_bytes: int = ROTATE_BYTES) -> None:
         directory.mkdir(parents=True, exist_ok=True)
-        self.path = directory / f"{os.getpid()}-{time.time_ns()}.jsonl"
+        self.directory, self.rotate_bytes = directory, rotate_bytes
+        self.appended = 0  # rows written so far, in the order the writer commits them
+        self._sealed: list[tuple[Path, int]] = []  # full files, with the row count at their end
+        self._lock = threading.Lock()  # committed() runs on the writer's thread
+        self._open()
+
+    def _open(self) -> None:
+        self.path = self.directory / f"{os.getpid()}-{time.time_ns()}.jsonl"
         self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        self._size = 0
 
     def append(self, row: dict[str, Any]) -> None:
         """Write a ledger row (as the writer inserts it) in one system call."""
-        os.write(self._fd, (json.dumps(row, default=_encode) + "\n").encode())
+        line = (json.dumps(row, default=_encode) + "\n").encode()
+        os.write(self._fd, line)
+        self.appended += 1
+        self._size += len(line)
+        if self._size >= self.rotate_bytes:
+            os.close(self._fd)
+            with self._lock:
+                self._sealed.append((self.path, self.appended))
+            self._open()
+
+    def committed(self, rows: int) -> None:
+        """The writer has committed the first ``rows`` rows written here: delete the full
+        files that hold only those."""
+        with self._lock:
+            done = [path for path, end in self._sealed if end <= rows]
+            self._sealed = [(path, end) for path, end in self._sealed if end > rows]
+        for path in done:
+            path.unlink(missing_ok=True)
 
     def close(self, *, keep: bool) -> None:
         """``keep``: some rows may not have reached the ledger (a write failed); the next run
         moves them there."""
         os.close(self._fd)
         if not keep:
-            self.path.unlink(missing_ok=True)
+            for path in [path for path, _ in self._sealed] + [self.path]:
+                path.unlink(missing_ok=True)
             with contextlib.suppress(OSError):  # another process's journal is still there
-                self.path.parent.rmdir()
+                self.directory.rmdir()
 
 
 def _alive(pid: int) -> bool:

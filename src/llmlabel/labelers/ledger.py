@@ -198,11 +198,11 @@ class _Op:
 class _Call:
     """A ledger row; ``done`` runs on ``loop`` once the row is committed (or failed to be)."""
 
-    __slots__ = ("done", "loop", "values")
+    __slots__ = ("done", "journaled", "loop", "values")
 
     def __init__(self, values: dict[str, Any], loop: asyncio.AbstractEventLoop | None,
-                 done: Callable[[], Any] | None) -> None:
-        self.values, self.loop, self.done = values, loop, done
+                 done: Callable[[], Any] | None, journaled: bool = False) -> None:
+        self.values, self.loop, self.done, self.journaled = values, loop, done, journaled
 
 
 class _Vote:
@@ -236,6 +236,7 @@ class Writer:
                  journal: Journal | None = None) -> None:
         self.engine = engine
         self.journal = journal
+        self._journaled = 0  # journaled rows committed (the writer thread's count)
         self._sqlite_rows = _SQLiteRows(engine, [*CallRow.__dataclass_fields__, "created_at"]) if engine.dialect.name == "sqlite" else None
         self.max_batch = max_batch
         self.vote_batch, self.vote_delay = vote_batch, vote_delay
@@ -267,6 +268,7 @@ class Writer:
         values = {**row.__dict__, "created_at": utcnow()}
         if row.response is not None:
             values["response"] = json.dumps(row.response)
+        journaled = False
         if done is not None and self.journal is not None and row.outcome == "ok":
             try:
                 self.journal.append(values)
@@ -274,9 +276,9 @@ class Writer:
                 pass
             else:
                 done()
-                done = None
+                done, journaled = None, True
         loop = asyncio.get_running_loop() if done is not None else None
-        self._queue.put(_Call(values, loop, done))
+        self._queue.put(_Call(values, loop, done, journaled))
 
     def record_vote(self, *, project_id: int, vote: NewVote, lease_id: int) -> None:
         """Record a vote and finish its lease, in one transaction, soon."""
@@ -368,6 +370,9 @@ class Writer:
                 self.error = exc
             _notify(batch, [exc])
             return
+        if self.journal is not None and self.error is None:  # rows commit in the order written
+            self._journaled += sum(1 for e in batch if type(e) is _Call and e.journaled)
+            self.journal.committed(self._journaled)
         _notify(batch, results)
 
     def _transaction(self, batch: list[Any]) -> list[Any]:
