@@ -3,11 +3,12 @@
 A call keeps its concurrency slot until its answer cannot be lost, so that after ``kill -9``
 the only calls paid for twice are those that were in flight. Waiting for the ledger row to
 be committed took the writer thread and then the event loop's next turns to report back:
-measured at concurrency 16, the slot stayed taken 50-95 ms (mean) after the answer arrived,
-while the provider's limit sat partly idle. A line appended to a file takes 28 us on the
-event loop (a 4.7 kB answer, measured) and outlives the process (the kernel holds it). The writer
-still commits every row to the ledger; a run's journal is removed when the run ends, and
-the next run to start moves what a dead process's journal holds into the ledger.
+measured at concurrency 16, the slot stayed taken 51 ms (median; mean 94-96 ms) after the
+answer arrived, while the provider's limit sat partly idle. A line appended to a file takes
+28 us on the event loop (a 4.7 kB answer, measured) and outlives the process (the kernel
+holds it). The writer still commits every row to the ledger; a run's journal is removed when
+the run ends, and the next run to start moves what a dead process's journal holds into the
+ledger.
 """
 
 from __future__ import annotations
@@ -60,7 +61,7 @@ class Journal:
     def __init__(self, directory: Path, rotate_bytes: int = ROTATE_BYTES) -> None:
         directory.mkdir(parents=True, exist_ok=True)
         self.directory, self.rotate_bytes = directory, rotate_bytes
-        self.appended = 0  # rows written so far, in the order the writer commits them
+        self._appended = 0  # rows written so far, in the order the writer commits them
         self._sealed: list[tuple[Path, int]] = []  # full files, with the row count at their end
         self._lock = threading.Lock()  # committed() runs on the writer's thread
         self._open()
@@ -74,12 +75,12 @@ class Journal:
         """Write a ledger row (as the writer inserts it) in one system call."""
         line = (json.dumps(row, default=_encode) + "\n").encode()
         os.write(self._fd, line)
-        self.appended += 1
+        self._appended += 1
         self._size += len(line)
         if self._size >= self.rotate_bytes:
             os.close(self._fd)
             with self._lock:
-                self._sealed.append((self.path, self.appended))
+                self._sealed.append((self.path, self._appended))
             self._open()
 
     def committed(self, rows: int) -> None:

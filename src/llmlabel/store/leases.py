@@ -220,9 +220,8 @@ def _candidates(
         head = [i for i, priority in window if priority == top]
         found = _first(session, _statements(True, limit, "span"),
                        {**params, "top": top, "first": head[0], "last": head[-1]})
-        rest = [i for i, _ in window[len(head):]]
-        if not found and rest:
-            found = _first(session, _statements(True, limit, "ids"), {**params, "ids": rest})
+        if not found and len(head) < len(window):
+            found = _first(session, _statements(True, limit, "ids"), {**params, "ids": [i for i, _ in window[len(head):]]})
         if found or len(window) < WINDOW:
             return found
         window = _WINDOW_AFTER.all(session, {**params, "priority": window[-1][1], "after": window[-1][0]})
