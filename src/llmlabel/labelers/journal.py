@@ -115,8 +115,9 @@ def _alive(pid: int) -> bool:
 
 def recover(engine: Engine, directory: Path) -> int:
     """Move the answers in dead processes' journals into the ledger (those it lacks); returns
-    how many rows were added. A journal is claimed by renaming it, so two runs starting at
-    once do not both insert it; a line cut short by the kill is skipped."""
+    how many rows were added. A journal is claimed by renaming it to a journal of this process,
+    so two runs starting at once do not both insert it, and one that dies while recovering
+    leaves it for the next run; a line cut short by the kill is skipped."""
     if not directory.is_dir():
         return 0
     added = 0
@@ -124,7 +125,7 @@ def recover(engine: Engine, directory: Path) -> int:
         pid = path.name.split("-", 1)[0]
         if not pid.isdigit() or int(pid) == os.getpid() or _alive(int(pid)):
             continue
-        claimed = path.with_name(f"{path.name}.recovering-{os.getpid()}")
+        claimed = path.with_name(f"{os.getpid()}-{time.time_ns()}.jsonl")
         try:
             path.rename(claimed)
         except FileNotFoundError:  # another run claimed it first
